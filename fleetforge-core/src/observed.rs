@@ -1,0 +1,131 @@
+//! What the planner is told about a world's cells: everything it decides from.
+//!
+//! All of it can be reconstructed from the cluster (cell processes carry their id,
+//! bounds, layout, revision and role; the history lives in the world's status), so
+//! a restarted operator plans exactly as the one before it.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cell::{CellId, CellRef};
+use crate::geometry::Bounds;
+use crate::load::LoadSample;
+use crate::time::Timestamp;
+use crate::world::World;
+
+/// The observed state of one world.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    /// Every cell process that exists, in any order.
+    pub cells: Vec<ObservedCell>,
+    /// Splits and merges started recently (for the rate limit and cooldowns).
+    #[serde(default)]
+    pub history: Vec<TransitionRecord>,
+}
+
+/// One cell process as observed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObservedCell {
+    /// Which cell and incarnation this process is.
+    pub cell: CellRef,
+    /// The space it covers.
+    pub bounds: Bounds,
+    /// The [`World::layout_key`] it was created under.
+    pub layout: u64,
+    /// The [`World::revision`] it was started with.
+    #[serde(default)]
+    pub revision: String,
+    /// Whether it serves its space yet.
+    pub role: Role,
+    /// Whether its process is up.
+    pub health: Health,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// Recent load readings, oldest first. May be empty.
+    #[serde(default)]
+    pub samples: Vec<LoadSample>,
+}
+
+/// Whether a cell serves its space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Role {
+    /// It owns its space and the sessions in it, since the given time.
+    Active {
+        /// When it took over its space.
+        since: Timestamp,
+    },
+    /// It was created to take over space from active cells (a split, merge,
+    /// replacement or new layout) and holds no sessions until they are handed over.
+    Incoming,
+}
+
+/// The health of a cell process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Health {
+    /// Created, not ready yet.
+    Starting,
+    /// Ready and answering.
+    Ready,
+    /// Was ready, is not now (failing probes or not answering load samples). Its
+    /// load is unknown: it is neither split nor merged, and not taken for empty.
+    Unready,
+    /// Gone for good (the process ended, or stayed silent past the deadline).
+    Failed,
+}
+
+/// The kind of a split or merge, as kept in the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RecordKind {
+    /// A cell split into two.
+    Split,
+    /// Two siblings merged into their parent.
+    Merge,
+}
+
+/// A split or merge the planner started, kept for rate limiting and cooldowns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionRecord {
+    /// When it was started.
+    pub at: Timestamp,
+    /// Split or merge.
+    pub kind: RecordKind,
+    /// The cells it creates.
+    pub cells: Vec<CellId>,
+}
+
+impl ObservedCell {
+    /// When the cell took over its space, if it has.
+    pub fn active_since(&self) -> Option<Timestamp> {
+        match self.role {
+            Role::Active { since } => Some(since),
+            Role::Incoming => None,
+        }
+    }
+
+    /// Whether the cell serves its space.
+    pub fn is_active(&self) -> bool {
+        matches!(self.role, Role::Active { .. })
+    }
+
+    /// The latest load reading, if any.
+    pub fn latest(&self) -> Option<&LoadSample> {
+        self.samples.last()
+    }
+}
+
+/// The history worth keeping at `now`: records inside the rate-limit period or a
+/// cooldown, oldest first. The operator stores this back after adding new records.
+pub fn prune_history(world: &World, history: &[TransitionRecord], now: Timestamp) -> Vec<TransitionRecord> {
+    let keep: Duration = world.policy.rate_limit_period.max(world.policy.cooldown);
+    let mut out: Vec<_> = history
+        .iter()
+        .filter(|r| now.since(r.at) < keep)
+        .cloned()
+        .collect();
+    out.sort_by_key(|r| r.at);
+    out
+}

@@ -1,0 +1,574 @@
+//! Policy-driven splits and merges: thresholds held over the stabilisation window,
+//! predictive splits, cooldowns, the transition rate limit, cell limits, and the
+//! manual overrides.
+//!
+//! Why this never flaps under constant load: a split needs a cell's players above
+//! `up x capacity` on every sample of the window, a merge needs the two siblings'
+//! players together below `down x capacity`, and `down < up`. The children of a
+//! split together hold what their parent held, so they are never cold enough to
+//! merge back; a merged cell holds less than `down x capacity`, so it is never hot
+//! enough to split again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cell::{CellId, MAX_DEPTH};
+use crate::geometry::{Axis, Bounds};
+use crate::load::{LoadSample, forecast};
+use crate::observed::{Observed, ObservedCell, RecordKind, TransitionRecord};
+use crate::plan::layout::Repaired;
+use crate::plan::{Action, OverrideOutcome, OverrideResult, Target, Transition, TransitionKind};
+use crate::time::Timestamp;
+use crate::world::World;
+
+/// No child of a split is narrower than this share of its parent, so a histogram
+/// with every player on one edge cannot produce a sliver.
+const MIN_SPLIT_SHARE: f64 = 0.1;
+
+/// A manual request to split or merge, from the world's overrides.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OverrideRequest {
+    /// Split this cell.
+    Split(CellId),
+    /// Merge this cell's two children back into it.
+    Merge(CellId),
+}
+
+impl fmt::Display for OverrideRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OverrideRequest::Split(id) => write!(f, "split of {id}"),
+            OverrideRequest::Merge(id) => write!(f, "merge into {id}"),
+        }
+    }
+}
+
+/// What [`decide`] adds to the plan.
+#[derive(Debug, Default)]
+pub(super) struct Decided {
+    pub transitions: Vec<Transition>,
+    pub started: Vec<TransitionRecord>,
+    pub overrides: Vec<OverrideOutcome>,
+    pub held_back: Vec<String>,
+}
+
+/// Decides splits and merges among the cells `repaired` left free.
+pub(super) fn decide(world: &World, observed: &Observed, repaired: &Repaired, now: Timestamp) -> Decided {
+    let mut s = Scaler::new(world, observed, repaired, now);
+    if !repaired.settled {
+        for request in s.requests() {
+            s.outcome(
+                request,
+                OverrideResult::Deferred("the world is moving to a new partition".into()),
+            );
+        }
+        return s.d;
+    }
+    s.overrides();
+    s.enforce_limits();
+    // A merge can make room for a split held back at maxCells and a split for a
+    // merge held back at minCells: repeat until neither adds anything, so that the
+    // plan after this one is not left with work this one could have done.
+    loop {
+        let before = s.d.transitions.len();
+        s.d.held_back.clear();
+        s.threshold_splits();
+        s.threshold_merges();
+        if s.d.transitions.len() == before {
+            break;
+        }
+    }
+    s.d
+}
+
+/// A split chosen for a cell: the children's bounds.
+struct Cut {
+    lower: Bounds,
+    upper: Bounds,
+    axis: Axis,
+    at: f64,
+}
+
+struct Scaler<'a> {
+    world: &'a World,
+    cells: &'a [ObservedCell],
+    repaired: &'a Repaired,
+    now: Timestamp,
+    /// Free active cells by id.
+    free: BTreeMap<&'a CellId, usize>,
+    /// Ids this plan already splits or merges.
+    used: BTreeSet<CellId>,
+    /// Cells the world will have once everything planned completes.
+    count: u32,
+    /// Splits and merges the rate limit still allows.
+    budget: u32,
+    /// Ids created by a split or merge within the cooldown.
+    cooling: BTreeSet<&'a CellId>,
+    d: Decided,
+}
+
+impl<'a> Scaler<'a> {
+    fn new(world: &'a World, observed: &'a Observed, repaired: &'a Repaired, now: Timestamp) -> Self {
+        let p = &world.policy;
+        let recent = observed
+            .history
+            .iter()
+            .filter(|r| now.since(r.at) < p.rate_limit_period)
+            .count() as u32;
+        let cooling = observed
+            .history
+            .iter()
+            .filter(|r| now.since(r.at) < p.cooldown)
+            .flat_map(|r| &r.cells)
+            .collect();
+        let cells = &observed.cells;
+        Self {
+            world,
+            cells,
+            repaired,
+            now,
+            free: repaired.free.iter().map(|&i| (&cells[i].cell.id, i)).collect(),
+            used: BTreeSet::new(),
+            count: repaired.projected_cells,
+            budget: p.max_transitions.saturating_sub(recent),
+            cooling,
+            d: Decided::default(),
+        }
+    }
+
+    fn requests(&self) -> Vec<OverrideRequest> {
+        let o = &self.world.overrides;
+        o.force_split
+            .iter()
+            .cloned()
+            .map(OverrideRequest::Split)
+            .chain(o.force_merge.iter().cloned().map(OverrideRequest::Merge))
+            .collect()
+    }
+
+    fn outcome(&mut self, request: OverrideRequest, result: OverrideResult) {
+        self.d.overrides.push(OverrideOutcome { request, result });
+    }
+
+    fn exists(&self, id: &CellId) -> bool {
+        self.cells.iter().any(|c| &c.cell.id == id)
+    }
+
+    fn idle(&self, id: &CellId) -> Option<usize> {
+        self.free.get(id).copied().filter(|_| !self.used.contains(id))
+    }
+
+    /// Manual requests bypass thresholds, the window, cooldowns and the rate limit,
+    /// but not the cell limits or the geometry.
+    fn overrides(&mut self) {
+        for request in self.requests() {
+            let result = match &request {
+                OverrideRequest::Split(id) => self.forced_split(id),
+                OverrideRequest::Merge(id) => self.forced_merge(id),
+            };
+            self.outcome(request, result);
+        }
+    }
+
+    fn forced_split(&mut self, id: &CellId) -> OverrideResult {
+        let Some(i) = self.idle(id) else {
+            return if self.exists(id) {
+                OverrideResult::Deferred(format!("{id} is not ready or is already changing"))
+            } else {
+                OverrideResult::Rejected(format!("there is no cell {id}"))
+            };
+        };
+        if self.count >= self.world.policy.max_cells {
+            return OverrideResult::Rejected(format!(
+                "the world already has its maximum of {} cells",
+                self.world.policy.max_cells
+            ));
+        }
+        match self.cut(&self.cells[i]) {
+            Some(cut) => {
+                self.split(i, cut, "forced by override".into());
+                OverrideResult::Started
+            }
+            None => OverrideResult::Rejected(format!("{id} is too small to split")),
+        }
+    }
+
+    fn forced_merge(&mut self, parent: &CellId) -> OverrideResult {
+        let [lo, hi] = parent.children();
+        if let (Some(a), Some(b)) = (self.idle(&lo), self.idle(&hi)) {
+            if self.count <= self.world.policy.min_cells {
+                return OverrideResult::Rejected(format!(
+                    "the world already has its minimum of {} cells",
+                    self.world.policy.min_cells
+                ));
+            }
+            self.merge(parent, a, b, "forced by override".into());
+            return OverrideResult::Started;
+        }
+        let split_further = self
+            .cells
+            .iter()
+            .any(|c| lo.is_ancestor_of(&c.cell.id) || hi.is_ancestor_of(&c.cell.id));
+        if split_further {
+            OverrideResult::Rejected(format!("{lo} or {hi} is split further; merge its children first"))
+        } else if self.exists(&lo) || self.exists(&hi) {
+            OverrideResult::Deferred(format!("{lo} and {hi} are not both ready and idle"))
+        } else {
+            OverrideResult::Rejected(format!("{parent} has no children to merge"))
+        }
+    }
+
+    /// Brings the cell count back within [minCells, maxCells] after the limits
+    /// changed, ignoring thresholds but not the rate limit.
+    fn enforce_limits(&mut self) {
+        let p = &self.world.policy;
+        if self.count < p.min_cells {
+            let mut order: Vec<usize> = self.free.values().copied().collect();
+            order.sort_by(|&a, &b| {
+                players(&self.cells[b])
+                    .cmp(&players(&self.cells[a]))
+                    .then(self.cells[a].cell.id.cmp(&self.cells[b].cell.id))
+            });
+            for i in order {
+                if self.count >= p.min_cells || self.budget == 0 {
+                    break;
+                }
+                if let Some(cut) = self.cut(&self.cells[i]) {
+                    let reason = format!("below the minimum of {} cells", p.min_cells);
+                    self.split(i, cut, reason);
+                    self.budget -= 1;
+                }
+            }
+        }
+        if self.count > p.max_cells {
+            for (parent, a, b) in self.sibling_pairs(false) {
+                if self.count <= p.max_cells || self.budget == 0 {
+                    break;
+                }
+                let reason = format!("above the maximum of {} cells", p.max_cells);
+                self.merge(&parent, a, b, reason);
+                self.budget -= 1;
+            }
+        }
+    }
+
+    fn threshold_splits(&mut self) {
+        let p = &self.world.policy;
+        let up = p.scale_up_threshold * f64::from(self.world.players_per_cell);
+        let mut hot: Vec<(usize, String)> = Vec::new();
+        for (&id, &i) in &self.free {
+            if self.used.contains(id) || self.cooling.contains(id) {
+                continue;
+            }
+            let c = &self.cells[i];
+            if let Some(low) = window_extreme(&c.samples, self.now, p.stabilization_window, Extreme::Min)
+                && f64::from(low) > up
+            {
+                let reason = format!(
+                    "occupancy at least {:.2} for {}s (threshold {:.2})",
+                    self.world.occupancy(low),
+                    p.stabilization_window.as_secs(),
+                    p.scale_up_threshold
+                );
+                hot.push((i, reason));
+            } else if let Some(pred) = &p.prediction
+                && c.samples.len() >= pred.min_samples
+                && let Some(f) = forecast(&c.samples, self.now, pred.horizon.as_secs_f64())
+                && f > up
+                && players(c) < f.floor() as u32
+            {
+                let reason = format!(
+                    "occupancy forecast {:.2} in {}s (threshold {:.2})",
+                    f / f64::from(self.world.players_per_cell),
+                    pred.horizon.as_secs(),
+                    p.scale_up_threshold
+                );
+                hot.push((i, reason));
+            }
+        }
+        hot.sort_by(|a, b| {
+            players(&self.cells[b.0])
+                .cmp(&players(&self.cells[a.0]))
+                .then(self.cells[a.0].cell.id.cmp(&self.cells[b.0].cell.id))
+        });
+        for (i, reason) in hot {
+            let id = &self.cells[i].cell.id;
+            if self.budget == 0 {
+                self.d
+                    .held_back
+                    .push(format!("split of {id} held back by the rate limit ({reason})"));
+            } else if self.count >= p.max_cells {
+                self.d.held_back.push(format!(
+                    "split of {id} held back: the world has its maximum of {} cells ({reason})",
+                    p.max_cells
+                ));
+            } else if let Some(cut) = self.cut(&self.cells[i]) {
+                self.split(i, cut, reason);
+                self.budget -= 1;
+            } else {
+                self.d.held_back.push(format!(
+                    "split of {id} held back: the cell is too small ({reason})"
+                ));
+            }
+        }
+    }
+
+    fn threshold_merges(&mut self) {
+        let p = &self.world.policy;
+        for (parent, a, b) in self.sibling_pairs(true) {
+            if self.budget == 0 {
+                self.d
+                    .held_back
+                    .push(format!("merge into {parent} held back by the rate limit"));
+            } else if self.count <= p.min_cells {
+                self.d.held_back.push(format!(
+                    "merge into {parent} held back: the world has its minimum of {} cells",
+                    p.min_cells
+                ));
+            } else {
+                let reason = format!(
+                    "combined occupancy below {:.2} for {}s",
+                    p.scale_down_threshold,
+                    p.stabilization_window.as_secs()
+                );
+                self.merge(&parent, a, b, reason);
+                self.budget -= 1;
+            }
+        }
+    }
+
+    /// Idle sibling pairs, coldest first. With `cold_only`, only pairs whose
+    /// combined players stayed below the scale-down threshold over the window (and
+    /// are not forecast to rise above it) and that are not cooling down.
+    fn sibling_pairs(&self, cold_only: bool) -> Vec<(CellId, usize, usize)> {
+        let p = &self.world.policy;
+        let down = p.scale_down_threshold * f64::from(self.world.players_per_cell);
+        let mut pairs = Vec::new();
+        for (&id, &a) in &self.free {
+            if id.side() != Some(0) {
+                continue;
+            }
+            let (Some(sib), Some(parent)) = (id.sibling(), id.parent()) else {
+                continue;
+            };
+            let Some(b) = self.idle(&sib) else { continue };
+            if self.used.contains(id) {
+                continue;
+            }
+            let (ca, cb) = (&self.cells[a], &self.cells[b]);
+            if cold_only {
+                if self.cooling.contains(id) || self.cooling.contains(&sib) {
+                    continue;
+                }
+                let window = p.stabilization_window;
+                let (Some(ma), Some(mb)) = (
+                    window_extreme(&ca.samples, self.now, window, Extreme::Max),
+                    window_extreme(&cb.samples, self.now, window, Extreme::Max),
+                ) else {
+                    continue;
+                };
+                if f64::from(ma + mb) >= down {
+                    continue;
+                }
+                if let Some(pred) = &p.prediction {
+                    let ahead = pred.horizon.as_secs_f64();
+                    let fa = forecast(&ca.samples, self.now, ahead).unwrap_or(f64::from(ma));
+                    let fb = forecast(&cb.samples, self.now, ahead).unwrap_or(f64::from(mb));
+                    if fa + fb >= down {
+                        continue;
+                    }
+                }
+            }
+            pairs.push((players(ca) + players(cb), parent, a, b));
+        }
+        pairs.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.cmp(&y.1)));
+        pairs.into_iter().map(|(_, p, a, b)| (p, a, b)).collect()
+    }
+
+    /// Where to cut a cell: across its longest axis that can be cut, at the point
+    /// that balances its players when it reports their positions, else the middle;
+    /// never leaving a child narrower than the world's minimum cell extent or
+    /// `MIN_SPLIT_SHARE` of the parent.
+    fn cut(&self, c: &ObservedCell) -> Option<Cut> {
+        if c.cell.id.depth() >= MAX_DEPTH {
+            return None;
+        }
+        let b = &c.bounds;
+        let mut axes: Vec<Axis> = b.axes().collect();
+        axes.sort_by(|x, y| b.extent(*y).total_cmp(&b.extent(*x)));
+        let histogram = c.samples.iter().rev().find_map(|s| s.histogram.as_ref());
+        for axis in axes {
+            let ext = b.extent(axis);
+            let margin = (ext * MIN_SPLIT_SHARE).max(self.world.min_cell_extent.unwrap_or(0.0));
+            let (lo, hi) = (b.min(axis) + margin, b.max(axis) - margin);
+            if lo >= hi {
+                continue;
+            }
+            let at = histogram
+                .and_then(|h| h.median(b, axis))
+                .unwrap_or((b.min(axis) + b.max(axis)) / 2.0)
+                .clamp(lo, hi);
+            if let Ok((lower, upper)) = b.split(axis, at) {
+                return Some(Cut {
+                    lower,
+                    upper,
+                    axis,
+                    at,
+                });
+            }
+        }
+        None
+    }
+
+    fn split(&mut self, i: usize, cut: Cut, why: String) {
+        let parent = &self.cells[i];
+        let [lo, hi] = parent.cell.id.children();
+        let targets = [
+            Target {
+                cell: self.repaired.new_ref(&lo),
+                bounds: cut.lower,
+            },
+            Target {
+                cell: self.repaired.new_ref(&hi),
+                bounds: cut.upper,
+            },
+        ];
+        let mut actions: Vec<Action> = targets
+            .iter()
+            .map(|t| Action::Create {
+                cell: t.cell.clone(),
+                bounds: t.bounds,
+                active: false,
+            })
+            .collect();
+        actions.push(Action::HandOver {
+            from: vec![parent.cell.clone()],
+            to: targets.to_vec(),
+        });
+        actions.push(Action::Retire {
+            cell: parent.cell.clone(),
+        });
+        self.d.transitions.push(Transition {
+            kind: TransitionKind::Split,
+            continues: false,
+            reason: format!(
+                "splitting {} at {}={:.3}: {why}",
+                parent.cell.id, cut.axis, cut.at
+            ),
+            actions,
+        });
+        self.d.started.push(TransitionRecord {
+            at: self.now,
+            kind: RecordKind::Split,
+            cells: vec![lo, hi],
+        });
+        self.used.insert(parent.cell.id.clone());
+        self.count += 1;
+    }
+
+    fn merge(&mut self, parent: &CellId, a: usize, b: usize, why: String) {
+        let (ca, cb) = (&self.cells[a], &self.cells[b]);
+        let target = Target {
+            cell: self.repaired.new_ref(parent),
+            bounds: ca.bounds.union(&cb.bounds),
+        };
+        let actions = vec![
+            Action::Create {
+                cell: target.cell.clone(),
+                bounds: target.bounds,
+                active: false,
+            },
+            Action::HandOver {
+                from: vec![ca.cell.clone(), cb.cell.clone()],
+                to: vec![target],
+            },
+            Action::Retire {
+                cell: ca.cell.clone(),
+            },
+            Action::Retire {
+                cell: cb.cell.clone(),
+            },
+        ];
+        self.d.transitions.push(Transition {
+            kind: TransitionKind::Merge,
+            continues: false,
+            reason: format!("merging {} and {} into {parent}: {why}", ca.cell.id, cb.cell.id),
+            actions,
+        });
+        self.d.started.push(TransitionRecord {
+            at: self.now,
+            kind: RecordKind::Merge,
+            cells: vec![parent.clone()],
+        });
+        self.used.insert(ca.cell.id.clone());
+        self.used.insert(cb.cell.id.clone());
+        self.count -= 1;
+    }
+}
+
+/// Latest player count of a cell (0 without samples).
+fn players(c: &ObservedCell) -> u32 {
+    c.latest().map_or(0, |s| s.players)
+}
+
+#[derive(Clone, Copy)]
+enum Extreme {
+    Min,
+    Max,
+}
+
+/// The smallest or largest player count over the stabilisation window: over the
+/// last sample taken at or before `now - window` and every sample since. `None`
+/// until the samples reach back that far, so a threshold counts as held only once
+/// it has been observed for the whole window.
+fn window_extreme(
+    samples: &[LoadSample],
+    now: Timestamp,
+    window: std::time::Duration,
+    e: Extreme,
+) -> Option<u32> {
+    let start = now - window;
+    let first = samples.iter().rposition(|s| s.at <= start)?;
+    let players = samples[first..].iter().filter(|s| s.at <= now).map(|s| s.players);
+    match e {
+        Extreme::Min => players.min(),
+        Extreme::Max => players.max(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn s(ms: u64, players: u32) -> LoadSample {
+        LoadSample {
+            at: Timestamp(ms),
+            players,
+            histogram: None,
+        }
+    }
+
+    #[test]
+    fn window_needs_samples_reaching_back_far_enough() {
+        let samples = [s(1_000, 90), s(2_000, 95), s(3_000, 85)];
+        let w = Duration::from_secs(2);
+        assert_eq!(
+            window_extreme(&samples, Timestamp(3_000), w, Extreme::Min),
+            Some(85)
+        );
+        assert_eq!(
+            window_extreme(&samples, Timestamp(3_500), w, Extreme::Min),
+            Some(85)
+        );
+        assert_eq!(window_extreme(&samples, Timestamp(2_500), w, Extreme::Max), None);
+        // The sample just before the window opens still counts: it held until the next.
+        assert_eq!(
+            window_extreme(&samples, Timestamp(3_500), w, Extreme::Max),
+            Some(95)
+        );
+    }
+}

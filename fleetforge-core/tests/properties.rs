@@ -1,0 +1,364 @@
+//! Property tests for the planner's invariants.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{Sim, world};
+use fleetforge_core::handoff::assign;
+use fleetforge_core::naming::{dns_label, is_dns1123_label, label_value};
+use fleetforge_core::partition::initial_partition;
+use fleetforge_core::sim::{Population, SplitMix};
+use fleetforge_core::{Axis, Bounds, CellId, CellRef, Point, TransitionKind, World, plan};
+use proptest::prelude::*;
+
+/// A box of 1 to 3 dimensions with edges in [-1000, 1000].
+fn any_bounds() -> impl Strategy<Value = Bounds> {
+    (
+        1usize..=3,
+        prop::array::uniform3((-1000.0f64..0.0, 1.0f64..1000.0)),
+    )
+        .prop_map(|(dims, r)| {
+            let x = (r[0].0, r[0].1);
+            let y = (r[1].0, r[1].1);
+            let z = (r[2].0, r[2].1);
+            match dims {
+                1 => Bounds::line(x),
+                2 => Bounds::rect(x, y),
+                _ => Bounds::cuboid(x, y, z),
+            }
+            .unwrap()
+        })
+}
+
+/// Splits random leaves of `root` `cuts` times at random fractions along random axes.
+fn random_tree(root: Bounds, cuts: &[(usize, usize, f64)]) -> Vec<Bounds> {
+    let mut leaves = vec![root];
+    for &(pick, axis, frac) in cuts {
+        let i = pick % leaves.len();
+        let b = leaves[i];
+        let axis = Axis::ALL[axis % b.dims()];
+        let at = b.min(axis) + b.extent(axis) * frac;
+        if let Ok((lo, hi)) = b.split(axis, at) {
+            leaves.swap_remove(i);
+            leaves.push(lo);
+            leaves.push(hi);
+        }
+    }
+    leaves
+}
+
+fn point_in(b: &Bounds, u: [f64; 3]) -> Point {
+    let c = |a: Axis| b.min(a) + b.extent(a) * u[a.index()];
+    Point::new(c(Axis::X), c(Axis::Y), c(Axis::Z))
+}
+
+/// Checks that `leaves` tile `root`: measure conserved, no overlap, and every
+/// sampled point in exactly one leaf.
+fn assert_tiles(root: &Bounds, leaves: &[Bounds], points: &[[f64; 3]]) -> Result<(), TestCaseError> {
+    let total: f64 = leaves.iter().map(Bounds::measure).sum();
+    prop_assert!(
+        (total - root.measure()).abs() <= 1e-9 * root.measure(),
+        "measure {total} vs {}",
+        root.measure()
+    );
+    for (i, a) in leaves.iter().enumerate() {
+        for b in &leaves[i + 1..] {
+            prop_assert!(!a.overlaps(b), "{a} overlaps {b}");
+        }
+    }
+    for u in points {
+        let p = point_in(root, *u);
+        let n = leaves.iter().filter(|l| l.contains(&p)).count();
+        prop_assert_eq!(n, 1, "point {:?} in {} cells", p, n);
+    }
+    Ok(())
+}
+
+/// A random world for the planner properties: 1 to 3 dimensions, up to 12 initial
+/// cells, a random policy within the model's rules.
+fn any_world() -> impl Strategy<Value = World> {
+    (
+        any_bounds(),
+        1u32..=12,
+        (0.55f64..0.95, 0.05f64..0.5),
+        (0u32..3, 0u32..24),
+        (0u64..6, 0u64..12, 1u32..6),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(bounds, initial, (up, down), (below, above), (window, cooldown, rate), predict)| {
+                let mut w = world(initial);
+                w.bounds = bounds;
+                w.policy.scale_up_threshold = up;
+                w.policy.scale_down_threshold = down;
+                w.policy.min_cells = initial.saturating_sub(below).max(1);
+                w.policy.max_cells = initial + above;
+                w.policy.stabilization_window = Duration::from_secs(window);
+                w.policy.cooldown = Duration::from_secs(cooldown);
+                w.policy.max_transitions = rate;
+                w.policy.rate_limit_period = Duration::from_secs(20);
+                w.policy.prediction = predict.then(|| fleetforge_core::Prediction {
+                    horizon: Duration::from_secs(5),
+                    min_samples: 3,
+                });
+                w
+            },
+        )
+}
+
+/// Players clustered in a few random hot spots plus a uniform background.
+fn any_population(world: &World, seed: u64, spots: usize, per_spot: usize, background: usize) -> Population {
+    let mut rng = SplitMix::new(seed);
+    let b = &world.bounds;
+    let mut p = Population::uniform(b, background, &mut rng);
+    for _ in 0..spots {
+        let c = point_in(b, [rng.next_f64(), rng.next_f64(), rng.next_f64()]);
+        let size = |a: Axis| b.extent(a) * 0.05;
+        let area = match b.dims() {
+            1 => Bounds::line((c.x, c.x + size(Axis::X))),
+            2 => Bounds::rect((c.x, c.x + size(Axis::X)), (c.y, c.y + size(Axis::Y))),
+            _ => Bounds::cuboid(
+                (c.x, c.x + size(Axis::X)),
+                (c.y, c.y + size(Axis::Y)),
+                (c.z, c.z + size(Axis::Z)),
+            ),
+        }
+        .unwrap();
+        // Clamp into the world so no player sits outside it.
+        let before = p.players.len();
+        p.add_uniform(&area, per_spot, &mut rng);
+        for q in &mut p.players[before..] {
+            for a in b.axes() {
+                let v = q.get(a).min(b.max(a) - 1e-9);
+                match a {
+                    Axis::X => q.x = v,
+                    Axis::Y => q.y = v,
+                    Axis::Z => q.z = v,
+                }
+            }
+        }
+    }
+    p
+}
+
+fn active_bounds(sim: &Sim) -> Vec<Bounds> {
+    sim.observed
+        .cells
+        .iter()
+        .filter(|c| c.is_active())
+        .map(|c| c.bounds)
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn children_tile_their_parent(
+        root in any_bounds(),
+        cuts in prop::collection::vec((0usize..64, 0usize..3, 0.01f64..0.99), 0..40),
+        points in prop::collection::vec(prop::array::uniform3(0.0f64..1.0), 64),
+    ) {
+        let leaves = random_tree(root, &cuts);
+        assert_tiles(&root, &leaves, &points)?;
+    }
+
+    #[test]
+    fn the_initial_partition_tiles_the_world(
+        root in any_bounds(),
+        n in 1u32..=1000,
+        points in prop::collection::vec(prop::array::uniform3(0.0f64..1.0), 32),
+    ) {
+        let cells: Vec<Bounds> = initial_partition(&root, n).into_iter().map(|(_, b)| b).collect();
+        prop_assert_eq!(cells.len(), n as usize);
+        // Pairwise overlap checks are quadratic: sample them on large partitions.
+        let checked: Vec<Bounds> = cells.iter().step_by((cells.len() / 40).max(1)).copied().collect();
+        for (i, a) in checked.iter().enumerate() {
+            for b in &checked[i + 1..] {
+                prop_assert!(!a.overlaps(b));
+            }
+        }
+        let total: f64 = cells.iter().map(Bounds::measure).sum();
+        prop_assert!((total - root.measure()).abs() <= 1e-9 * root.measure());
+        for u in &points {
+            let p = point_in(&root, *u);
+            prop_assert_eq!(cells.iter().filter(|c| c.contains(&p)).count(), 1);
+        }
+    }
+
+    #[test]
+    fn every_generated_name_is_a_dns1123_label(
+        world in "[a-z0-9.-]{1,253}",
+        root in 0u32..1000,
+        path in prop::collection::vec(0u8..2, 0..48),
+        incarnation in 0u32..1000,
+    ) {
+        let mut id = CellId::root(root);
+        for side in path {
+            id = id.child(side);
+        }
+        let name = id.name(&world);
+        prop_assert!(is_dns1123_label(&name), "{}", name);
+        prop_assert_eq!(&name, &id.name(&world));
+        let process = CellRef { id: id.clone(), incarnation }.process_name(&world);
+        prop_assert!(is_dns1123_label(&process), "{}", process);
+        let value = label_value(&world);
+        prop_assert!(is_dns1123_label(&value), "{}", value);
+        prop_assert_eq!(id.to_string().parse::<CellId>().unwrap(), id);
+    }
+
+    #[test]
+    fn distinct_cells_get_distinct_names(
+        world in "[a-z][a-z0-9-]{0,200}[a-z]",
+        a in prop::collection::vec(0u8..2, 0..40),
+        b in prop::collection::vec(0u8..2, 0..40),
+    ) {
+        prop_assume!(a != b);
+        let name = |p: &[u8]| p.iter().fold(CellId::root(1), |id, s| id.child(*s)).name(&world);
+        prop_assert_ne!(name(&a), name(&b));
+        prop_assert_ne!(dns_label(&world, "x"), dns_label(&world, "y"));
+    }
+
+    #[test]
+    fn hand_over_places_every_session_exactly_once(
+        root in any_bounds(),
+        cuts in prop::collection::vec((0usize..8, 0usize..3, 0.05f64..0.95), 1..6),
+        sessions in prop::collection::vec(prop::array::uniform3(-0.2f64..1.2), 0..300),
+    ) {
+        let targets = random_tree(root, &cuts);
+        let points: Vec<(usize, Point)> = sessions.iter().map(|u| point_in(&root, *u)).enumerate().collect();
+        let out = assign(points.clone(), |s| s.1, &targets).unwrap();
+        let mut seen: Vec<usize> = out.iter().flatten().map(|s| s.0).collect();
+        seen.sort_unstable();
+        prop_assert_eq!(seen, (0..points.len()).collect::<Vec<_>>());
+        for (t, list) in targets.iter().zip(&out) {
+            for (_, p) in list {
+                if root.contains(p) {
+                    prop_assert!(t.contains(p), "{:?} handed to {} which does not contain it", p, t);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_plan_is_deterministic_and_ignores_input_order(
+        world in any_world(),
+        seed in any::<u64>(),
+        steps in 1usize..25,
+    ) {
+        let pop = any_population(&world, seed, 3, 250, 100);
+        let mut sim = Sim::new(world, pop);
+        sim.run(steps);
+        sim.now = sim.now + Duration::from_secs(1);
+        sim.population.sample(&sim.world, &mut sim.observed, sim.now);
+        let a = plan(&sim.world, &sim.observed, sim.now);
+        let b = plan(&sim.world, &sim.observed, sim.now);
+        prop_assert_eq!(&a, &b);
+        let mut shuffled = sim.observed.clone();
+        shuffled.cells.reverse();
+        let mut rng = SplitMix::new(seed);
+        for i in (1..shuffled.cells.len()).rev() {
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+            shuffled.cells.swap(i, j);
+        }
+        prop_assert_eq!(&a, &plan(&sim.world, &shuffled, sim.now));
+    }
+
+    #[test]
+    fn applying_a_plan_and_replanning_gives_an_empty_plan(
+        world in any_world(),
+        seed in any::<u64>(),
+        steps in 1usize..30,
+        failed in prop::option::of(0usize..64),
+    ) {
+        let pop = any_population(&world, seed, 4, 300, 150);
+        let mut sim = Sim::new(world, pop);
+        for step in 0..steps {
+            if step == steps / 2
+                && let Some(k) = failed
+            {
+                let n = sim.observed.cells.len();
+                sim.observed.cells[k % n].health = fleetforge_core::Health::Failed;
+            }
+            sim.now = sim.now + Duration::from_secs(1);
+            sim.population.sample(&sim.world, &mut sim.observed, sim.now);
+            let before = sim.observed.clone();
+            let p = sim.step_plan();
+            let again = plan(&sim.world, &sim.observed, sim.now);
+            prop_assert!(
+                again.is_empty(),
+                "after applying {:#?}\nfrom {:#?}\nthe plan was {:#?}",
+                p.transitions, before.cells.iter().map(|c| (&c.cell, c.role, c.health)).collect::<Vec<_>>(),
+                again.transitions
+            );
+        }
+    }
+
+    #[test]
+    fn cell_count_stays_within_the_limits_and_cells_tile_the_world(
+        world in any_world(),
+        seed in any::<u64>(),
+        spots in 0usize..6,
+        per_spot in 0usize..600,
+        steps in 1usize..40,
+        points in prop::collection::vec(prop::array::uniform3(0.0f64..1.0), 32),
+    ) {
+        let (min, max) = (world.policy.min_cells as usize, world.policy.max_cells as usize);
+        let pop = any_population(&world, seed, spots, per_spot, 50);
+        let mut sim = Sim::new(world, pop);
+        for _ in 0..steps {
+            sim.tick();
+            let n = active_bounds(&sim).len();
+            prop_assert!(n >= min && n <= max, "{} cells outside [{}, {}]", n, min, max);
+        }
+        assert_tiles(&sim.world.bounds, &active_bounds(&sim), &points)?;
+    }
+
+    #[test]
+    fn constant_load_reaches_a_fixed_point_without_flapping(
+        world in any_world(),
+        seed in any::<u64>(),
+        spots in 1usize..5,
+        per_spot in 50usize..800,
+    ) {
+        let pop = any_population(&world, seed, spots, per_spot, 100);
+        let mut sim = Sim::new(world, pop);
+        // Worst case: up to 35 splits, one per 20 s rate-limit period, each after a
+        // window: about 35 x 20 steps.
+        let budget = 1500;
+        let mut quiet = 0;
+        let mut split_parents: BTreeSet<CellId> = BTreeSet::new();
+        for _ in 0..budget {
+            let p = sim.tick();
+            for t in &p.transitions {
+                match t.kind {
+                    TransitionKind::Split => {
+                        if let Some(fleetforge_core::Action::HandOver { from, .. }) =
+                            t.actions.iter().find(|a| matches!(a, fleetforge_core::Action::HandOver { .. }))
+                        {
+                            split_parents.extend(from.iter().map(|c| c.id.clone()));
+                        }
+                    }
+                    TransitionKind::Merge => {
+                        let parent = t.actions.iter().find_map(|a| match a {
+                            fleetforge_core::Action::Create { cell, .. } => Some(cell.id.clone()),
+                            _ => None,
+                        });
+                        prop_assert!(
+                            !parent.as_ref().is_some_and(|id| split_parents.contains(id)),
+                            "{:?} was split and then merged back under constant load", parent
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            quiet = if p.is_empty() { quiet + 1 } else { 0 };
+            if quiet > 60 {
+                break;
+            }
+        }
+        prop_assert!(quiet > 60, "no fixed point within {} steps", budget);
+    }
+}

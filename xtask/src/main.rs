@@ -1,0 +1,60 @@
+//! `cargo xtask <task>`: FleetForge's developer tasks, in Rust so they run wherever
+//! cargo does.
+
+mod bench_gate;
+mod crdgen;
+mod k8s;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// FleetForge developer tasks.
+#[derive(Parser)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Write the WorldSpec CRD to deploy/crd/worldspec.yaml.
+    Crdgen {
+        /// Fail, writing nothing, when the committed YAML differs from the generated one.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Build the local control plane (etcd, kube-apiserver, kube-controller-manager,
+    /// kube-scheduler, kwok) from source into the cache, or reuse it.
+    K8s {
+        /// Print the directory holding the binaries and do nothing else (builds if missing).
+        #[arg(long)]
+        print_dir: bool,
+    },
+    /// Run the planner benchmarks and compare them with the committed baseline.
+    BenchGate {
+        /// Fewer samples, for CI: enough to catch a regression past the tolerance.
+        #[arg(long)]
+        short: bool,
+        /// Write the measured figures as the new baseline instead of comparing.
+        #[arg(long)]
+        update: bool,
+    },
+}
+
+/// The workspace root (the parent of this crate's directory).
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.task {
+        Task::Crdgen { check } => crdgen::run(&root, check),
+        Task::K8s { print_dir } => k8s::run(&root, print_dir),
+        Task::BenchGate { short, update } => bench_gate::run(&root, short, update),
+    }
+}
