@@ -8,11 +8,13 @@ use crate::geometry::{Axis, Bounds};
 /// Of all ways to write `n` as a product over the box's axes, the one whose cells
 /// are closest to cubes (smallest ratio of longest to shortest cell edge) wins, so
 /// a square world of 4 cells is 2 x 2 and not 4 slabs. Ties go to the shape with
-/// more cells along x. A prime `n` has no choice but slabs.
+/// the fewest cells along its busiest axis (2 x 2 x 2 over 4 x 2 x 1), then to more
+/// cells along x. A prime `n` has no choice but slabs.
 pub fn grid_shape(bounds: &Bounds, n: u32) -> [u32; 3] {
     let n = n.max(1);
     let dims = bounds.dims();
     let mut best: Option<([u32; 3], f64)> = None;
+    let busiest = |s: &[u32; 3]| s.iter().copied().max().unwrap_or(1);
     let divisors: Vec<u32> = (1..=n).filter(|d| n.is_multiple_of(*d)).collect();
     for &a in &divisors {
         for &b in divisors.iter().filter(|&&b| (n / a).is_multiple_of(b)) {
@@ -28,12 +30,14 @@ pub fn grid_shape(bounds: &Bounds, n: u32) -> [u32; 3] {
             let longest = edges.iter().copied().fold(f64::MIN, f64::max);
             let shortest = edges.iter().copied().fold(f64::MAX, f64::min);
             let ratio = longest / shortest;
-            // The enumeration visits larger x counts later, so a tie replaces the best
-            // so far. The tolerance keeps ties from depending on rounding.
+            // The enumeration visits larger x counts later, so an equal tie replaces
+            // the best so far. The tolerance keeps ties from depending on rounding.
             match &best {
                 Some((_, r)) if ratio > *r * (1.0 + 1e-12) => {}
-                Some((_, r)) if (ratio - *r).abs() <= *r * 1e-12 => {
-                    best = Some((shape, *r));
+                Some((b, r)) if (ratio - *r).abs() <= *r * 1e-12 => {
+                    if busiest(&shape) <= busiest(b) {
+                        best = Some((shape, *r));
+                    }
                 }
                 _ => best = Some((shape, ratio)),
             }
@@ -99,6 +103,9 @@ mod tests {
         let b = Bounds::cuboid((0.0, 10.0), (0.0, 10.0), (0.0, 10.0)).unwrap();
         assert_eq!(grid_shape(&b, 8), [2, 2, 2]);
         assert_eq!(grid_shape(&b, 27), [3, 3, 3]);
+        // 4 x 2 x 1 has cells as cube-like as 2 x 2 x 2 here; the even grid wins.
+        let flat = Bounds::cuboid((0.0, 4000.0), (0.0, 4000.0), (0.0, 2000.0)).unwrap();
+        assert_eq!(grid_shape(&flat, 8), [2, 2, 2]);
     }
 
     #[test]
