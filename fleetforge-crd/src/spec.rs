@@ -1,0 +1,405 @@
+//! The `WorldSpec` v1 resource: what a world's owner writes.
+//!
+//! Doc comments on these types become the schema descriptions that `kubectl
+//! explain worldspec.spec` prints, so they state units, defaults and ranges.
+//! Single-field ranges are schema bounds; rules that relate two fields are CEL
+//! `x-kubernetes-validations`, each message naming the field it blames. The same
+//! rules are checked again by [`crate::to_world`] (through the core model's
+//! validation) because a spec may reach the operator without the API server having
+//! enforced them (an older CRD, a test, another client).
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::status::WorldSpecStatus;
+
+/// Desired state of a game world: its space, the size and resources of one cell,
+/// and when cells split and merge.
+// One `printcolumn(...)` per column repeats keys such as `type_`, which the
+// lint takes for a mistake.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "fleetforge.io",
+    version = "v1",
+    kind = "WorldSpec",
+    plural = "worldspecs",
+    singular = "worldspec",
+    shortname = "ws",
+    namespaced,
+    status = "WorldSpecStatus",
+    derive = "PartialEq",
+    doc = "A game world partitioned into cells, one game-server Pod per cell, split and merged with player load.",
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Initializing, Running, Scaling or Degraded"
+    ),
+    printcolumn(
+        name = "Cells",
+        type_ = "integer",
+        json_path = ".status.activeCells",
+        description = "Cells serving their space"
+    ),
+    printcolumn(
+        name = "Players",
+        type_ = "integer",
+        json_path = ".status.totalPlayers",
+        description = "Players on active cells"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(
+    validation = Rule::new("self.scaling.minCells <= self.topology.initialCells")
+        .message("spec.scaling.minCells must not exceed spec.topology.initialCells")
+        .field_path(".scaling.minCells"),
+    validation = Rule::new("self.topology.initialCells <= self.scaling.maxCells")
+        .message("spec.scaling.maxCells must be at least spec.topology.initialCells")
+        .field_path(".scaling.maxCells"),
+    validation = Rule::new(
+        "self.multiClusterEnabled || !has(self.topology.maxCellsPerCluster) || self.topology.maxCellsPerCluster >= self.topology.initialCells"
+    )
+    .message("spec.topology.maxCellsPerCluster must be at least spec.topology.initialCells unless spec.multiClusterEnabled is true")
+    .field_path(".topology.maxCellsPerCluster"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WorldSpecSpec {
+    /// The world's space and its initial partition into cells.
+    pub topology: Topology,
+    /// Players and compute resources of one cell. Every field has a default.
+    #[serde(default)]
+    pub capacity: Capacity,
+    /// When and how fast cells split and merge. Every field has a default.
+    #[serde(default)]
+    pub scaling: Scaling,
+    /// Periodic checkpoints of cell state. Disabled by default.
+    #[serde(default)]
+    pub persistence: Persistence,
+    /// Container image every cell Pod runs (for example `game/server:1.4`).
+    /// Changing it replaces every cell, one at a time, handing sessions over.
+    #[schemars(length(min = 1))]
+    pub game_server_image: String,
+    /// Whether the world may span several clusters. When false (the default), the
+    /// world's cells must fit `topology.maxCellsPerCluster`.
+    #[serde(default)]
+    pub multi_cluster_enabled: bool,
+}
+
+/// The world's space and its initial partition.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Topology {
+    /// Number of cells the world starts with, laid out as a balanced grid over
+    /// every axis of `worldBoundaries`. 1 to 1000. Changing it re-partitions the
+    /// world.
+    #[schemars(range(min = 1, max = 1000))]
+    pub initial_cells: u32,
+    /// Most cells of this world one cluster may hold. Optional; when set and
+    /// `multiClusterEnabled` is false it caps `scaling.maxCells` and must be at
+    /// least `initialCells`. At least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_cells_per_cluster: Option<u32>,
+    /// The world's extent in world units: x always, y for a 2-D world, and z (with
+    /// y) for a 3-D world.
+    pub world_boundaries: WorldBoundaries,
+    /// Smallest extent, in world units, a split may leave a cell along any axis;
+    /// a split that would make a narrower cell is not made. Optional (no floor);
+    /// greater than 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 0, "exclusiveMinimum" = true))]
+    pub cell_size: Option<f64>,
+}
+
+/// An axis-aligned box in world units. Each axis is given as a min/max pair with
+/// min below max; y is optional, z is optional and only allowed with y.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("self.xMin < self.xMax")
+        .message("spec.topology.worldBoundaries.xMin must be less than spec.topology.worldBoundaries.xMax")
+        .field_path(".xMin"),
+    validation = Rule::new("has(self.yMin) == has(self.yMax)")
+        .message("spec.topology.worldBoundaries.yMin and spec.topology.worldBoundaries.yMax must be given together"),
+    validation = Rule::new("!has(self.yMin) || !has(self.yMax) || self.yMin < self.yMax")
+        .message("spec.topology.worldBoundaries.yMin must be less than spec.topology.worldBoundaries.yMax")
+        .field_path(".yMin"),
+    validation = Rule::new("has(self.zMin) == has(self.zMax)")
+        .message("spec.topology.worldBoundaries.zMin and spec.topology.worldBoundaries.zMax must be given together"),
+    validation = Rule::new("!has(self.zMin) || !has(self.zMax) || self.zMin < self.zMax")
+        .message("spec.topology.worldBoundaries.zMin must be less than spec.topology.worldBoundaries.zMax")
+        .field_path(".zMin"),
+    validation = Rule::new("(!has(self.zMin) && !has(self.zMax)) || (has(self.yMin) && has(self.yMax))")
+        .message("spec.topology.worldBoundaries.zMin and zMax require spec.topology.worldBoundaries.yMin and yMax (a 3-D world needs y bounds)"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WorldBoundaries {
+    /// Lower edge of the world along x, in world units.
+    pub x_min: f64,
+    /// Upper edge of the world along x, in world units; greater than `xMin`.
+    pub x_max: f64,
+    /// Lower edge along y, in world units. Give with `yMax` for a 2-D or 3-D world.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y_min: Option<f64>,
+    /// Upper edge along y, in world units; greater than `yMin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y_max: Option<f64>,
+    /// Lower edge along z, in world units. Give with `zMax`, and only with y, for a 3-D world.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub z_min: Option<f64>,
+    /// Upper edge along z, in world units; greater than `zMin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub z_max: Option<f64>,
+}
+
+/// Players and compute resources of one cell.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Capacity {
+    /// Players one cell is sized for; a cell's occupancy is its players divided by
+    /// this. 1 to 10000, default 100.
+    #[schemars(range(min = 1, max = 10000))]
+    #[serde(default = "defaults::max_players_per_cell")]
+    pub max_players_per_cell: u32,
+    /// CPU limit of a cell's game-server container, as a Kubernetes quantity
+    /// (for example `1` or `1500m`). Default `1`.
+    #[serde(default = "defaults::cpu_limit")]
+    #[schemars(schema_with = "quantity_schema")]
+    pub cpu_limit: Quantity,
+    /// Memory limit of a cell's game-server container, as a Kubernetes quantity
+    /// (for example `1Gi`). Default `1Gi`.
+    #[serde(default = "defaults::memory_limit")]
+    #[schemars(schema_with = "quantity_schema")]
+    pub memory_limit: Quantity,
+    /// CPU request of a cell's game-server container, as a Kubernetes quantity; at
+    /// most `cpuLimit`. Default `500m`.
+    #[serde(default = "defaults::cpu_request")]
+    #[schemars(schema_with = "quantity_schema")]
+    pub cpu_request: Quantity,
+    /// Memory request of a cell's game-server container, as a Kubernetes quantity;
+    /// at most `memoryLimit`. Default `512Mi`.
+    #[serde(default = "defaults::memory_request")]
+    #[schemars(schema_with = "quantity_schema")]
+    pub memory_request: Quantity,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Self {
+            max_players_per_cell: defaults::max_players_per_cell(),
+            cpu_limit: defaults::cpu_limit(),
+            memory_limit: defaults::memory_limit(),
+            cpu_request: defaults::cpu_request(),
+            memory_request: defaults::memory_request(),
+        }
+    }
+}
+
+/// Schema of a quantity field: int or string in the quantity format, and never
+/// null (a null would skip the default and leave the object unreadable).
+fn quantity_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "pattern": QUANTITY_PATTERN,
+        // Set explicitly, or the CRD generator marks optional int-or-string fields nullable.
+        "nullable": false,
+        "x-kubernetes-int-or-string": true,
+    })
+}
+
+/// The format of a Kubernetes quantity, as the API server's own types declare it.
+pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
+/// Thresholds, pacing and limits for splitting and merging cells.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("self.scaleDownThreshold < self.scaleUpThreshold")
+        .message("spec.scaling.scaleDownThreshold must be less than spec.scaling.scaleUpThreshold")
+        .field_path(".scaleDownThreshold"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct Scaling {
+    /// Occupancy (players / maxPlayersPerCell) above which a cell is hot and is
+    /// split once it stays there for `stabilizationWindowSeconds`. Between 0 and 1
+    /// (exclusive), greater than `scaleDownThreshold`. Default 0.8.
+    #[schemars(extend("minimum" = 0, "exclusiveMinimum" = true, "maximum" = 1, "exclusiveMaximum" = true))]
+    #[serde(default = "defaults::scale_up_threshold")]
+    pub scale_up_threshold: f64,
+    /// Combined occupancy of two sibling cells below which they merge back into
+    /// their parent. Between 0 and 1 (exclusive), less than `scaleUpThreshold`.
+    /// Default 0.3.
+    #[schemars(extend("minimum" = 0, "exclusiveMinimum" = true, "maximum" = 1, "exclusiveMaximum" = true))]
+    #[serde(default = "defaults::scale_down_threshold")]
+    pub scale_down_threshold: f64,
+    /// Split ahead of `scaleUpThreshold` when the trend of recent load samples
+    /// says it will be crossed within `predictionHorizonSeconds`. Default false.
+    #[serde(default)]
+    pub predictive_enabled: bool,
+    /// Fewest active cells the world keeps; at least 1 and at most
+    /// `topology.initialCells`. Default 1.
+    #[schemars(range(min = 1))]
+    #[serde(default = "defaults::min_cells")]
+    pub min_cells: u32,
+    /// Most active cells the world may grow to; at least `topology.initialCells`.
+    /// Default 100.
+    #[schemars(range(min = 1))]
+    #[serde(default = "defaults::max_cells")]
+    pub max_cells: u32,
+    /// Seconds a threshold must hold, on every load sample, before a cell is split
+    /// or merged. Default 30.
+    #[serde(default = "defaults::stabilization_window_seconds")]
+    pub stabilization_window_seconds: u32,
+    /// Seconds a cell created by a split or merge is left alone. Default 60.
+    #[serde(default = "defaults::cooldown_seconds")]
+    pub cooldown_seconds: u32,
+    /// Most splits and merges the world may start within `rateLimitPeriodSeconds`.
+    /// At least 1, default 10.
+    #[schemars(range(min = 1))]
+    #[serde(default = "defaults::max_transitions")]
+    pub max_transitions: u32,
+    /// Length, in seconds, of the sliding window of the `maxTransitions` rate
+    /// limit. At least 1, default 60.
+    #[schemars(range(min = 1))]
+    #[serde(default = "defaults::rate_limit_period_seconds")]
+    pub rate_limit_period_seconds: u32,
+    /// Seconds new cells may take to become ready before a split or merge is
+    /// rolled back. At least 1, default 120.
+    #[schemars(range(min = 1))]
+    #[serde(default = "defaults::transition_timeout_seconds")]
+    pub transition_timeout_seconds: u32,
+    /// How far ahead, in seconds, predictive scaling projects the load trend. At
+    /// least 1, default 60. Used only when `predictiveEnabled` is true.
+    #[schemars(range(min = 1))]
+    #[serde(default = "defaults::prediction_horizon_seconds")]
+    pub prediction_horizon_seconds: u32,
+    /// Fewest load samples a trend is fitted on. At least 2, default 5. Used only
+    /// when `predictiveEnabled` is true.
+    #[schemars(range(min = 2))]
+    #[serde(default = "defaults::prediction_min_samples")]
+    pub prediction_min_samples: u32,
+}
+
+impl Default for Scaling {
+    fn default() -> Self {
+        Self {
+            scale_up_threshold: defaults::scale_up_threshold(),
+            scale_down_threshold: defaults::scale_down_threshold(),
+            predictive_enabled: false,
+            min_cells: defaults::min_cells(),
+            max_cells: defaults::max_cells(),
+            stabilization_window_seconds: defaults::stabilization_window_seconds(),
+            cooldown_seconds: defaults::cooldown_seconds(),
+            max_transitions: defaults::max_transitions(),
+            rate_limit_period_seconds: defaults::rate_limit_period_seconds(),
+            transition_timeout_seconds: defaults::transition_timeout_seconds(),
+            prediction_horizon_seconds: defaults::prediction_horizon_seconds(),
+            prediction_min_samples: defaults::prediction_min_samples(),
+        }
+    }
+}
+
+/// Periodic checkpoints of cell state to a volume.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Persistence {
+    /// Whether cells checkpoint their state. Default false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Time between checkpoints of one cell, as a duration such as `30s`, `5m` or
+    /// `1h30m`; greater than zero. Default `5m`.
+    #[x_kube(validation = Rule::new(DURATION_RULE)
+        .message("spec.persistence.checkpointInterval must be a duration greater than zero, such as 5m"))]
+    #[schemars(length(max = 32))]
+    #[serde(default = "defaults::checkpoint_interval")]
+    pub checkpoint_interval: String,
+    /// How long checkpoints are kept, as a duration such as `24h` or `168h`;
+    /// greater than zero. Default `168h` (7 days).
+    #[x_kube(validation = Rule::new(DURATION_RULE)
+        .message("spec.persistence.retentionPeriod must be a duration greater than zero, such as 168h"))]
+    #[schemars(length(max = 32))]
+    #[serde(default = "defaults::retention_period")]
+    pub retention_period: String,
+    /// StorageClass of the checkpoint volumes. Optional: the cluster's default
+    /// StorageClass when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+}
+
+impl Default for Persistence {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            checkpoint_interval: defaults::checkpoint_interval(),
+            retention_period: defaults::retention_period(),
+            storage_class: None,
+        }
+    }
+}
+
+/// A positive duration in the API server's format (`90s`, `1h30m`). The
+/// pattern comes first so a malformed value fails the rule, with its message,
+/// instead of failing `duration()` with a parser error; the length bound on the
+/// field keeps the rule's estimated cost low.
+const DURATION_RULE: &str =
+    r"self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s')";
+
+/// Default values, one function per field because serde and the schema take
+/// field defaults as paths (the derived schema needs them per field).
+mod defaults {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    pub fn max_players_per_cell() -> u32 {
+        100
+    }
+    pub fn cpu_limit() -> Quantity {
+        Quantity("1".into())
+    }
+    pub fn memory_limit() -> Quantity {
+        Quantity("1Gi".into())
+    }
+    pub fn cpu_request() -> Quantity {
+        Quantity("500m".into())
+    }
+    pub fn memory_request() -> Quantity {
+        Quantity("512Mi".into())
+    }
+    pub fn scale_up_threshold() -> f64 {
+        0.8
+    }
+    pub fn scale_down_threshold() -> f64 {
+        0.3
+    }
+    pub fn min_cells() -> u32 {
+        1
+    }
+    pub fn max_cells() -> u32 {
+        100
+    }
+    pub fn stabilization_window_seconds() -> u32 {
+        30
+    }
+    pub fn cooldown_seconds() -> u32 {
+        60
+    }
+    pub fn max_transitions() -> u32 {
+        10
+    }
+    pub fn rate_limit_period_seconds() -> u32 {
+        60
+    }
+    pub fn transition_timeout_seconds() -> u32 {
+        120
+    }
+    pub fn prediction_horizon_seconds() -> u32 {
+        60
+    }
+    pub fn prediction_min_samples() -> u32 {
+        5
+    }
+    pub fn checkpoint_interval() -> String {
+        "5m".into()
+    }
+    pub fn retention_period() -> String {
+        "168h".into()
+    }
+}
