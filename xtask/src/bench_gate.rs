@@ -1,7 +1,163 @@
-//! Placeholder until this task lands.
+//! `cargo xtask bench-gate`: runs the planner benchmarks and fails when a figure is
+//! worse than the committed baseline (`benches/baseline.json`) by more than the
+//! tolerance stated there. `--update` records the run as the new baseline.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-pub fn run(_root: &Path, _flag: bool, _update: bool) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// The committed baseline.
+#[derive(Debug, Serialize, Deserialize)]
+struct Baseline {
+    /// Why the tolerances are what they are, for whoever edits them.
+    note: String,
+    /// Allowed slowdown of a timing figure, as a fraction (0.75 = 75 % slower).
+    time_tolerance: f64,
+    /// Allowed growth of a memory figure, as a fraction.
+    memory_tolerance: f64,
+    /// Figure name to value: nanoseconds for `plan/*`, bytes for `memory/*`.
+    figures: BTreeMap<String, f64>,
+}
+
+/// The criterion benchmarks whose median is gated, as `group/function`.
+const TIMED: [&str; 2] = ["plan/steady_1000x100", "plan/changing_1pct_1000x100"];
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// The median, in nanoseconds, criterion recorded for `bench` in its last run.
+fn criterion_median(target: &Path, bench: &str) -> anyhow::Result<f64> {
+    let path = target
+        .join("criterion")
+        .join(bench)
+        .join("new")
+        .join("estimates.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    v["median"]["point_estimate"]
+        .as_f64()
+        .with_context(|| format!("{} has no median.point_estimate", path.display()))
+}
+
+/// Runs both benchmarks and returns every figure.
+fn measure(root: &Path, short: bool) -> anyhow::Result<BTreeMap<String, f64>> {
+    let target = target_dir(root);
+    let mut figures = BTreeMap::new();
+
+    let mut bench = Command::new(cargo());
+    bench.current_dir(root).args([
+        "bench",
+        "--package",
+        "fleetforge-benches",
+        "--bench",
+        "plan",
+        "--",
+    ]);
+    if short {
+        bench.args([
+            "--warm-up-time",
+            "1",
+            "--measurement-time",
+            "3",
+            "--sample-size",
+            "10",
+        ]);
+    }
+    run(&mut bench)?;
+    for name in TIMED {
+        figures.insert(name.to_owned(), criterion_median(&target, name)?);
+    }
+
+    let out_dir = target.join("fleetforge-bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let out = out_dir.join("memory.json");
+    run(Command::new(cargo())
+        .current_dir(root)
+        .env("FLEETFORGE_BENCH_OUT", &out)
+        .args(["bench", "--package", "fleetforge-benches", "--bench", "memory"]))?;
+    let mem: BTreeMap<String, f64> = serde_json::from_str(
+        &std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?,
+    )?;
+    figures.extend(mem);
+    Ok(figures)
+}
+
+/// Entry point of `cargo xtask bench-gate`.
+pub fn run_gate(root: &Path, short: bool, update: bool) -> anyhow::Result<()> {
+    let path = root.join("benches").join("baseline.json");
+    let figures = measure(root, short)?;
+    if update {
+        let previous: Option<Baseline> = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        let baseline = Baseline {
+            note: previous.as_ref().map_or_else(
+                || "Figures from `cargo xtask bench-gate --update`.".into(),
+                |b| b.note.clone(),
+            ),
+            time_tolerance: previous.as_ref().map_or(0.75, |b| b.time_tolerance),
+            memory_tolerance: previous.as_ref().map_or(0.10, |b| b.memory_tolerance),
+            figures,
+        };
+        std::fs::write(&path, serde_json::to_string_pretty(&baseline)? + "\n")?;
+        println!("baseline written to {}", path.display());
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {} (create it with --update)", path.display()))?;
+    let baseline: Baseline =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    println!(
+        "{:<42} {:>14} {:>14} {:>9} {:>9}",
+        "figure", "baseline", "measured", "change", "allowed"
+    );
+    let mut failed = Vec::new();
+    for (name, &base) in &baseline.figures {
+        let Some(&now) = figures.get(name) else {
+            failed.push(format!("{name}: not measured"));
+            continue;
+        };
+        let tolerance = if name.starts_with("memory/") {
+            baseline.memory_tolerance
+        } else {
+            baseline.time_tolerance
+        };
+        let change = now / base - 1.0;
+        println!(
+            "{name:<42} {base:>14.0} {now:>14.0} {:>8.1}% {:>8.0}%",
+            change * 100.0,
+            tolerance * 100.0
+        );
+        if change > tolerance {
+            failed.push(format!(
+                "{name}: {now:.0} is {:.1}% above the baseline {base:.0} (allowed {:.0}%)",
+                change * 100.0,
+                tolerance * 100.0
+            ));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("benchmark regression:\n  {}", failed.join("\n  "));
+    }
+    println!("bench gate: every figure within tolerance");
+    Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod bench_gate;
 mod crdgen;
+mod demo;
 mod k8s;
 
 use std::path::PathBuf;
@@ -32,6 +33,13 @@ enum Task {
         #[arg(long)]
         print_dir: bool,
     },
+    /// The main job on an embedded default: start the local control plane, install
+    /// the CRD, apply the sample worlds and print the cells each starts with.
+    Demo {
+        /// Stop after printing instead of keeping the control plane up until Ctrl-C.
+        #[arg(long)]
+        exit: bool,
+    },
     /// Run the planner benchmarks and compare them with the committed baseline.
     BenchGate {
         /// Fewer samples, for CI: enough to catch a regression past the tolerance.
@@ -55,6 +63,7 @@ fn main() -> anyhow::Result<()> {
     match cli.task {
         Task::Crdgen { check } => crdgen::run(&root, check),
         Task::K8s { print_dir } => k8s::run(&root, print_dir),
-        Task::BenchGate { short, update } => bench_gate::run(&root, short, update),
+        Task::Demo { exit } => demo::run(&root, exit),
+        Task::BenchGate { short, update } => bench_gate::run_gate(&root, short, update),
     }
 }
