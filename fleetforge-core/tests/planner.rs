@@ -1,5 +1,6 @@
 //! Scenarios for the planner: each drives a world through the reference executor
 //! (or hand-made observed states) and checks what the planner does.
+#![allow(clippy::unwrap_used)] // a broken fixture should fail the test loudly
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Property tests for the planner's invariants.
+#![allow(clippy::unwrap_used)] // a broken fixture should fail the test loudly
 
 mod common;
 
