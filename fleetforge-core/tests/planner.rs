@@ -410,3 +410,51 @@ fn an_invalid_world_is_reported_not_planned() {
         p.summary.problems
     );
 }
+
+#[test]
+fn of_two_processes_for_one_incoming_cell_the_older_is_retired() {
+    let mut sim = Sim::new(world(4), hot_corner(95));
+    sim.run(5);
+    sim.now = sim.now + Duration::from_secs(1);
+    sim.population.sample(&sim.world, &mut sim.observed, sim.now);
+    let p = plan(&sim.world, &sim.observed, sim.now);
+    // The operator created each child twice (a retry after a lost response
+    // picked the next incarnation): four incoming processes for two cells.
+    for a in p.actions() {
+        if let Action::Create { cell, bounds, .. } = a {
+            for incarnation in [cell.incarnation, cell.incarnation + 1] {
+                sim.observed.cells.push(fleetforge_core::ObservedCell {
+                    cell: CellRef {
+                        id: cell.id.clone(),
+                        incarnation,
+                    },
+                    bounds: *bounds,
+                    layout: sim.world.layout_key(),
+                    revision: sim.world.revision.clone(),
+                    role: Role::Incoming,
+                    health: Health::Ready,
+                    created_at: sim.now,
+                    samples: vec![],
+                });
+            }
+        }
+    }
+    let next = plan(&sim.world, &sim.observed, sim.now);
+    assert_eq!(kinds(&next), vec![TransitionKind::Split, TransitionKind::Cleanup]);
+    let retired: Vec<String> = next.transitions[1]
+        .actions
+        .iter()
+        .map(|a| match a {
+            Action::Retire { cell } => cell.to_string(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(retired, vec!["c0-0", "c0-1"]);
+    match next.transitions[0].actions.as_slice() {
+        [Action::HandOver { to, .. }, Action::Retire { .. }] => {
+            let to: Vec<String> = to.iter().map(|t| t.cell.to_string()).collect();
+            assert_eq!(to, vec!["c0-0#1", "c0-1#1"]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}

@@ -117,6 +117,28 @@ fn cleanup(cells: &[ObservedCell], idx: &[usize], reason: &str) -> Transition {
     }
 }
 
+/// The newest incarnation among `members` for each cell id; the older ones are
+/// pushed to `older` (a cell id needs one process at a time).
+fn newest_per_id<'c>(
+    cells: &'c [ObservedCell],
+    members: impl IntoIterator<Item = usize>,
+    older: &mut Vec<usize>,
+) -> BTreeMap<&'c CellId, usize> {
+    let mut newest: BTreeMap<&CellId, usize> = BTreeMap::new();
+    for i in members {
+        let id = &cells[i].cell.id;
+        match newest.insert(id, i) {
+            Some(j) if cells[j].cell.incarnation > cells[i].cell.incarnation => {
+                newest.insert(id, j);
+                older.push(i);
+            }
+            Some(j) => older.push(j),
+            None => {}
+        }
+    }
+    newest
+}
+
 /// Whether targets that exist have stalled: any failed, or not all ready by the
 /// deadline counted from the oldest.
 fn stalled(world: &World, targets: &[&ObservedCell], now: Timestamp) -> Option<String> {
@@ -141,27 +163,19 @@ fn repartition(world: &World, cells: &[ObservedCell], stale: &[usize], now: Time
     let roots = initial_partition(&world.bounds, world.initial_cells);
     let root_ids: BTreeMap<&CellId, &Bounds> = roots.iter().map(|(id, b)| (id, b)).collect();
     // The newest process of each root; everything else of the new layout is extra.
-    let mut newest: BTreeMap<&CellId, usize> = BTreeMap::new();
     let mut extra = Vec::new();
+    let mut roots_seen = Vec::new();
     for (i, c) in cells.iter().enumerate() {
         if c.layout != current {
             continue;
         }
-        if !root_ids.contains_key(&c.cell.id) {
+        if root_ids.contains_key(&c.cell.id) {
+            roots_seen.push(i);
+        } else {
             extra.push(i);
-            continue;
-        }
-        match newest.get(&c.cell.id) {
-            Some(&j) if cells[j].cell.incarnation > c.cell.incarnation => extra.push(i),
-            Some(&j) => {
-                extra.push(j);
-                newest.insert(&c.cell.id, i);
-            }
-            None => {
-                newest.insert(&c.cell.id, i);
-            }
         }
     }
+    let newest = newest_per_id(cells, roots_seen, &mut extra);
     if !extra.is_empty() {
         extra.sort_unstable();
         r.transitions.push(cleanup(
@@ -342,15 +356,7 @@ impl<'a> Layout<'a> {
                 self.present.insert(id.clone());
             }
         }
-        if !losers.is_empty() {
-            losers.sort_unstable();
-            self.busy.extend(losers.iter().copied());
-            self.r.transitions.push(cleanup(
-                self.cells,
-                &losers,
-                "cells whose space a newer cell already serves",
-            ));
-        }
+        self.retire_unneeded(losers, "cells whose space a newer cell already serves");
     }
 
     /// Whether an accepted cell is `id`, an ancestor or a descendant of it.
@@ -417,35 +423,23 @@ impl<'a> Layout<'a> {
             groups.entry(key).or_default().push(i);
         }
         for (key, members) in groups {
-            // One process per target id: keep the newest incarnation.
-            let mut by_id: BTreeMap<&CellId, usize> = BTreeMap::new();
-            for i in members {
-                let id = &self.cells[i].cell.id;
-                match by_id.get(id) {
-                    Some(&j) if self.cells[j].cell.incarnation > self.cells[i].cell.incarnation => {
-                        junk.push(i)
-                    }
-                    Some(&j) => {
-                        junk.push(j);
-                        by_id.insert(id, i);
-                    }
-                    None => {
-                        by_id.insert(id, i);
-                    }
-                }
-            }
-            let targets: Vec<usize> = by_id.into_values().collect();
+            let targets: Vec<usize> = newest_per_id(self.cells, members, &mut junk)
+                .into_values()
+                .collect();
             self.resume(key, targets, &mut junk);
         }
-        if !junk.is_empty() {
-            junk.sort_unstable();
-            self.busy.extend(junk.iter().copied());
-            self.r.transitions.push(cleanup(
-                self.cells,
-                &junk,
-                "incoming cells that no transition in progress needs",
-            ));
+        self.retire_unneeded(junk, "incoming cells that no transition in progress needs");
+    }
+
+    /// Retires cells nothing needs, in one cleanup transition, and keeps them out of
+    /// every other transition.
+    fn retire_unneeded(&mut self, mut idx: Vec<usize>, reason: &str) {
+        if idx.is_empty() {
+            return;
         }
+        idx.sort_unstable();
+        self.busy.extend(idx.iter().copied());
+        self.r.transitions.push(cleanup(self.cells, &idx, reason));
     }
 
     /// Carries one group forward.
