@@ -126,6 +126,17 @@ pub fn run_gate(root: &Path, short: bool, update: bool) -> anyhow::Result<()> {
         .with_context(|| format!("reading {} (create it with --update)", path.display()))?;
     let baseline: Baseline =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let failed = compare(&baseline, &figures);
+    if !failed.is_empty() {
+        bail!("benchmark regression:\n  {}", failed.join("\n  "));
+    }
+    println!("bench gate: every figure within tolerance");
+    Ok(())
+}
+
+/// Prints each baseline figure beside its measurement and returns one line per
+/// figure that is missing or worse than its tolerance allows.
+fn compare(baseline: &Baseline, figures: &BTreeMap<String, f64>) -> Vec<String> {
     println!(
         "{:<42} {:>14} {:>14} {:>9} {:>9}",
         "figure", "baseline", "measured", "change", "allowed"
@@ -155,9 +166,60 @@ pub fn run_gate(root: &Path, short: bool, update: bool) -> anyhow::Result<()> {
             ));
         }
     }
-    if !failed.is_empty() {
-        bail!("benchmark regression:\n  {}", failed.join("\n  "));
+    failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn baseline() -> Baseline {
+        Baseline {
+            note: String::new(),
+            time_tolerance: 0.75,
+            memory_tolerance: 0.10,
+            figures: [
+                ("plan/steady".to_owned(), 100.0),
+                ("memory/model".to_owned(), 1000.0),
+            ]
+            .into(),
+        }
     }
-    println!("bench gate: every figure within tolerance");
-    Ok(())
+
+    fn measured(time: f64, memory: f64) -> BTreeMap<String, f64> {
+        [
+            ("plan/steady".to_owned(), time),
+            ("memory/model".to_owned(), memory),
+        ]
+        .into()
+    }
+
+    #[test]
+    fn figures_within_tolerance_pass() {
+        assert!(compare(&baseline(), &measured(170.0, 1090.0)).is_empty());
+        assert!(compare(&baseline(), &measured(40.0, 500.0)).is_empty());
+    }
+
+    #[test]
+    fn each_kind_of_figure_fails_past_its_own_tolerance() {
+        let failed = compare(&baseline(), &measured(180.0, 1000.0));
+        assert_eq!(failed.len(), 1);
+        assert!(
+            failed[0].starts_with("plan/steady: 180 is 80.0% above"),
+            "{failed:?}"
+        );
+        let failed = compare(&baseline(), &measured(100.0, 1101.0));
+        assert_eq!(failed.len(), 1);
+        assert!(failed[0].starts_with("memory/model"), "{failed:?}");
+    }
+
+    #[test]
+    fn a_figure_no_longer_measured_fails() {
+        let mut m = measured(100.0, 1000.0);
+        m.remove("memory/model");
+        assert_eq!(
+            compare(&baseline(), &m),
+            vec!["memory/model: not measured".to_owned()]
+        );
+    }
 }
