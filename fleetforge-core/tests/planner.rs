@@ -10,7 +10,7 @@ use common::{Sim, at, world};
 use fleetforge_core::sim::{Population, SplitMix};
 use fleetforge_core::{
     Action, Bounds, CellId, CellRef, Health, Observed, OverrideRequest, OverrideResult, Phase, Prediction,
-    Role, TransitionKind, plan,
+    TransitionKind, plan,
 };
 
 fn quadrant(x: (f64, f64), y: (f64, f64)) -> Bounds {
@@ -161,16 +161,7 @@ fn an_interrupted_split_resumes_from_the_cluster_state() {
     // The operator created the children and stopped: they are still starting.
     for a in p.actions() {
         if let Action::Create { cell, bounds, .. } = a {
-            sim.observed.cells.push(fleetforge_core::ObservedCell {
-                cell: cell.clone(),
-                bounds: *bounds,
-                layout: sim.world.layout_key(),
-                revision: sim.world.revision.clone(),
-                role: Role::Incoming,
-                health: Health::Starting,
-                created_at: sim.now,
-                samples: vec![],
-            });
+            sim.push_incoming(cell.clone(), *bounds, Health::Starting);
         }
     }
     let mut history = sim.observed.history.clone();
@@ -423,19 +414,8 @@ fn of_two_processes_for_one_incoming_cell_the_older_is_retired() {
     for a in p.actions() {
         if let Action::Create { cell, bounds, .. } = a {
             for incarnation in [cell.incarnation, cell.incarnation + 1] {
-                sim.observed.cells.push(fleetforge_core::ObservedCell {
-                    cell: CellRef {
-                        id: cell.id.clone(),
-                        incarnation,
-                    },
-                    bounds: *bounds,
-                    layout: sim.world.layout_key(),
-                    revision: sim.world.revision.clone(),
-                    role: Role::Incoming,
-                    health: Health::Ready,
-                    created_at: sim.now,
-                    samples: vec![],
-                });
+                let id = cell.id.clone();
+                sim.push_incoming(CellRef { id, incarnation }, *bounds, Health::Ready);
             }
         }
     }

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use fleetforge_core::sim::{Population, apply};
-use fleetforge_core::{Bounds, Observed, Overrides, Plan, ScalingPolicy, Timestamp, World, plan};
+use fleetforge_core::{
+    Bounds, CellRef, Health, Observed, ObservedCell, Overrides, Plan, Role, ScalingPolicy, Timestamp, World,
+    plan,
+};
 
 /// A 2-D world of `initial` cells over 1000 x 1000, 100 players per cell, with a
 /// short window and cooldown so scenarios need few steps.
@@ -79,6 +82,21 @@ impl Sim {
     /// Ticks `n` times; returns the plans that had work.
     pub fn run(&mut self, n: usize) -> Vec<Plan> {
         (0..n).map(|_| self.tick()).filter(|p| !p.is_empty()).collect()
+    }
+
+    /// Adds a cell process as the operator creates one for a transition: incoming,
+    /// created now, with no samples.
+    pub fn push_incoming(&mut self, cell: CellRef, bounds: Bounds, health: Health) {
+        self.observed.cells.push(ObservedCell {
+            cell,
+            bounds,
+            layout: self.world.layout_key(),
+            revision: self.world.revision.clone(),
+            role: Role::Incoming,
+            health,
+            created_at: self.now,
+            samples: vec![],
+        });
     }
 
     /// Ids of the active cells, sorted.
