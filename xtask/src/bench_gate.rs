@@ -1,6 +1,12 @@
 //! `cargo xtask bench-gate`: runs the planner benchmarks and fails when a figure is
 //! worse than the committed baseline (`benches/baseline.json`) by more than the
 //! tolerance stated there. `--update` records the run as the new baseline.
+//!
+//! Three kinds of figure: criterion's median wall time of `plan`, which a busy
+//! machine can double, so its tolerance only catches gross regressions; the
+//! instructions `plan` executes per world, counted under callgrind and the same
+//! from run to run, so a small tolerance catches real ones; and the planner's
+//! memory per 100 cells, counted by an allocator, equally exact.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,12 +24,24 @@ struct Baseline {
     time_tolerance: f64,
     /// Allowed growth of a memory figure, as a fraction.
     memory_tolerance: f64,
+    /// Allowed growth of an instruction count, as a fraction.
+    instructions_tolerance: f64,
     /// Figure name to value: nanoseconds for `plan/*`, bytes for `memory/*`.
     figures: BTreeMap<String, f64>,
 }
 
 /// The criterion benchmarks whose median is gated, as `group/function`.
 const TIMED: [&str; 2] = ["plan/steady_1000x100", "plan/changing_1pct_1000x100"];
+
+/// Worlds of 100 cells the instruction count runs over (per-world figures are
+/// reported, so the count only trades run time against rounding).
+const COUNTED_WORLDS: usize = 100;
+
+/// Figure name, and the fleet `plan-instructions` plans for it.
+const COUNTED: [(&str, &str); 2] = [
+    ("instructions/plan_steady_per_world", "steady"),
+    ("instructions/plan_changing_per_world", "changing"),
+];
 
 fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -98,6 +116,51 @@ fn measure(root: &Path, short: bool) -> anyhow::Result<BTreeMap<String, f64>> {
         &std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?,
     )?;
     figures.extend(mem);
+    figures.extend(count_instructions(root, &target)?);
+    Ok(figures)
+}
+
+/// Instructions `plan` executes per world, counted by callgrind inside
+/// `plan-instructions`' `count_plan`, once per fleet.
+fn count_instructions(root: &Path, target: &Path) -> anyhow::Result<BTreeMap<String, f64>> {
+    run(Command::new(cargo()).current_dir(root).args([
+        "build",
+        "--release",
+        "--package",
+        "fleetforge-benches",
+        "--bin",
+        "plan-instructions",
+    ]))?;
+    let bin = target.join("release").join("plan-instructions");
+    let out_dir = target.join("fleetforge-bench");
+    let mut figures = BTreeMap::new();
+    for (name, fleet) in COUNTED {
+        let out = out_dir.join(format!("callgrind.{fleet}.out"));
+        let status = Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg("--toggle-collect=*count_plan*")
+            .arg(&bin)
+            .arg(fleet)
+            .arg(COUNTED_WORLDS.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .context("cannot start valgrind (install it: the Debian package is `valgrind`)")?;
+        if !status.success() {
+            bail!("valgrind --tool=callgrind {} failed with {status}", bin.display());
+        }
+        let text = std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+        let total: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("summary:"))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("{} has no summary line", out.display()))?;
+        if total == 0.0 {
+            bail!("callgrind counted no instructions in count_plan ({fleet}): was it inlined away?");
+        }
+        figures.insert(name.to_owned(), total / COUNTED_WORLDS as f64);
+    }
     Ok(figures)
 }
 
@@ -114,8 +177,9 @@ pub fn run_gate(root: &Path, short: bool, update: bool) -> anyhow::Result<()> {
                 || "Figures from `cargo xtask bench-gate --update`.".into(),
                 |b| b.note.clone(),
             ),
-            time_tolerance: previous.as_ref().map_or(0.75, |b| b.time_tolerance),
+            time_tolerance: previous.as_ref().map_or(2.0, |b| b.time_tolerance),
             memory_tolerance: previous.as_ref().map_or(0.10, |b| b.memory_tolerance),
+            instructions_tolerance: previous.as_ref().map_or(0.10, |b| b.instructions_tolerance),
             figures,
         };
         std::fs::write(&path, serde_json::to_string_pretty(&baseline)? + "\n")?;
@@ -149,6 +213,8 @@ fn compare(baseline: &Baseline, figures: &BTreeMap<String, f64>) -> Vec<String> 
         };
         let tolerance = if name.starts_with("memory/") {
             baseline.memory_tolerance
+        } else if name.starts_with("instructions/") {
+            baseline.instructions_tolerance
         } else {
             baseline.time_tolerance
         };
@@ -178,6 +244,7 @@ mod tests {
             note: String::new(),
             time_tolerance: 0.75,
             memory_tolerance: 0.10,
+            instructions_tolerance: 0.10,
             figures: [
                 ("plan/steady".to_owned(), 100.0),
                 ("memory/model".to_owned(), 1000.0),
