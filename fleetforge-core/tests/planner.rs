@@ -155,9 +155,7 @@ fn cold_siblings_merge_back_after_their_cooldown() {
 fn an_interrupted_split_resumes_from_the_cluster_state() {
     let mut sim = Sim::new(world(4), hot_corner(95));
     sim.run(5);
-    sim.now = sim.now + Duration::from_secs(1);
-    sim.population.sample(&sim.world, &mut sim.observed, sim.now);
-    let p = plan(&sim.world, &sim.observed, sim.now);
+    let p = sim.sample_and_plan();
     // The operator created the children and stopped: they are still starting.
     for a in p.actions() {
         if let Action::Create { cell, bounds, .. } = a {
@@ -406,9 +404,7 @@ fn an_invalid_world_is_reported_not_planned() {
 fn of_two_processes_for_one_incoming_cell_the_older_is_retired() {
     let mut sim = Sim::new(world(4), hot_corner(95));
     sim.run(5);
-    sim.now = sim.now + Duration::from_secs(1);
-    sim.population.sample(&sim.world, &mut sim.observed, sim.now);
-    let p = plan(&sim.world, &sim.observed, sim.now);
+    let p = sim.sample_and_plan();
     // The operator created each child twice (a retry after a lost response
     // picked the next incarnation): four incoming processes for two cells.
     for a in p.actions() {

@@ -72,6 +72,14 @@ impl Sim {
         p
     }
 
+    /// Advances one second and samples every active cell; returns the plan for
+    /// that instant without applying it.
+    pub fn sample_and_plan(&mut self) -> Plan {
+        self.now = self.now + Duration::from_secs(1);
+        self.population.sample(&self.world, &mut self.observed, self.now);
+        plan(&self.world, &self.observed, self.now)
+    }
+
     /// Advances one second, samples every active cell, plans and applies.
     pub fn tick(&mut self) -> Plan {
         self.now = self.now + Duration::from_secs(1);
