@@ -79,24 +79,16 @@ pub enum DesiredError {
 
 /// The WorldSpec's name, namespace and owner reference, or which one is missing.
 fn owner(ws: &WorldSpec) -> Result<(String, String, OwnerReference), DesiredError> {
-    let name = ws
-        .metadata
-        .name
-        .clone()
-        .filter(|n| !n.is_empty())
-        .ok_or(DesiredError::MissingMetadata("metadata.name"))?;
-    let namespace = ws
-        .metadata
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .ok_or(DesiredError::MissingMetadata("metadata.namespace"))?;
-    let uid = ws
-        .metadata
-        .uid
-        .clone()
-        .filter(|n| !n.is_empty())
-        .ok_or(DesiredError::MissingMetadata("metadata.uid"))?;
+    // An empty string is as unusable as an absent one.
+    let required = |value: &Option<String>, path: &'static str| {
+        value
+            .clone()
+            .filter(|v| !v.is_empty())
+            .ok_or(DesiredError::MissingMetadata(path))
+    };
+    let name = required(&ws.metadata.name, "metadata.name")?;
+    let namespace = required(&ws.metadata.namespace, "metadata.namespace")?;
+    let uid = required(&ws.metadata.uid, "metadata.uid")?;
     // Built by hand rather than with `controller_owner_ref`, which leaves
     // blockOwnerDeletion unset: with it set, a foreground deletion of the world
     // waits until its cells are gone, so "world deleted" really means "no cell
