@@ -279,6 +279,37 @@ pub fn desired_pod(
     })
 }
 
+/// The Pod of a live cell as re-applied to hand it its space: `desired` (built by
+/// [`desired_pod`] with the new role) with the template the live Pod was created
+/// from (image, resources, layout and revision annotations).
+///
+/// A cell may have been created under an older spec (a split started before an
+/// image change, say). Applying today's template to it would ask the API server to
+/// change a running container, which it refuses for resources and which would
+/// restart the cell for an image; re-applying what the Pod already runs changes
+/// nothing but the role annotations.
+pub fn keep_live_template(mut desired: Pod, live: &Pod) -> Pod {
+    let live_container = live
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == CELL_CONTAINER));
+    if let (Some(spec), Some(live_container)) = (desired.spec.as_mut(), live_container)
+        && let Some(c) = spec.containers.iter_mut().find(|c| c.name == CELL_CONTAINER)
+    {
+        c.image.clone_from(&live_container.image);
+        c.resources.clone_from(&live_container.resources);
+    }
+    let live_annotations = live.metadata.annotations.as_ref();
+    if let Some(annotations) = desired.metadata.annotations.as_mut() {
+        for key in [ANNOTATION_LAYOUT, ANNOTATION_REVISION] {
+            if let Some(v) = live_annotations.and_then(|a| a.get(key)) {
+                annotations.insert(key.to_owned(), v.clone());
+            }
+        }
+    }
+    desired
+}
+
 /// The world's headless Service, as the operator server-side-applies it.
 ///
 /// Headless (`clusterIP: None`): game clients and gateways resolve the world's name

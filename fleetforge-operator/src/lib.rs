@@ -1,5 +1,8 @@
-//! The FleetForge operator's mapping layer: between the core model and the
-//! Kubernetes objects the operator reads and writes.
+//! The FleetForge operator: WorldSpecs in, cell Pods, Services, status and Events
+//! out.
+//!
+//! The mapping layer is pure (no I/O, no clock: time comes in as a parameter, and
+//! nothing read from the cluster can make it panic):
 //!
 //! - [`cell_pod`]: the cell Pod and the world's headless Service, exactly as the
 //!   operator server-side-applies them.
@@ -7,13 +10,28 @@
 //!   cells, so the layout is rebuilt from the cluster after any restart.
 //! - [`status`]: the `WorldSpec` status (phase, counts, cell summary, history and
 //!   the Ready/Progressing/Degraded conditions) from a plan.
+//! - [`overrides`], [`diff`], [`events`]: manual override bookkeeping, "is this
+//!   write needed", and the Event reasons.
 //!
-//! Everything here is a pure function: no I/O, no clock (time comes in as a
-//! parameter), and no panic on anything read from the cluster. The controller that
-//! drives these functions builds on top of them.
+//! The runtime drives it:
+//!
+//! - [`controller`]: the reconcile (observe, convert, plan, apply) and its error
+//!   policy, with per-world [`backoff`].
+//! - [`run`]: reflectors and one kube-runtime controller per watched namespace.
+//! - [`leader`]: Lease-based leader election.
+//! - [`operator`] and [`cli`]: the process and its command line.
 
+pub mod backoff;
 pub mod cell_pod;
+pub mod cli;
+pub mod controller;
+pub mod diff;
+pub mod events;
+pub mod leader;
 pub mod observe;
+pub mod operator;
+pub mod overrides;
+pub mod run;
 pub mod status;
 
 pub use cell_pod::{DesiredError, desired_pod, desired_service, service_name};

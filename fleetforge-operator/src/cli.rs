@@ -1,0 +1,203 @@
+//! The command line: every flag can also come from an environment variable, so a
+//! Deployment configures the operator without rewriting its arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use fleetforge_obs::LogFormat;
+
+use crate::run::Scope;
+
+/// FleetForge operator: runs elastic game worlds (WorldSpecs) as cell Pods.
+///
+/// Watches WorldSpecs, creates and retires their cell Pods and headless Services,
+/// splits hot cells and merges cold ones, and reports status and Events. Several
+/// replicas may run: they elect a leader through a Lease and only the leader acts.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "fleetforge-operator", version, about, long_about)]
+pub struct Cli {
+    /// Kubeconfig file to use. Without it: in-cluster configuration, else
+    /// $KUBECONFIG, else ~/.kube/config.
+    #[arg(long, env = "FLEETFORGE_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context to use (default: the file's current context).
+    #[arg(long, env = "FLEETFORGE_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// Namespaces to watch, comma-separated. Empty: all namespaces (needs
+    /// cluster-wide read access to WorldSpecs, Pods and Services).
+    #[arg(long, env = "FLEETFORGE_NAMESPACES", value_delimiter = ',', value_name = "NS,...")]
+    pub namespaces: Vec<String>,
+
+    /// Worlds reconciled at once (per watched namespace).
+    #[arg(long, env = "FLEETFORGE_CONCURRENCY", default_value_t = 8, value_name = "N")]
+    pub concurrency: u16,
+
+    /// Seconds after which a steady world is reconciled again even if nothing
+    /// changed (a no-op: it writes nothing).
+    #[arg(long, env = "FLEETFORGE_RESYNC_SECONDS", default_value_t = 300.0, value_name = "SECONDS")]
+    pub resync_seconds: f64,
+
+    /// Seconds after which a world with work in progress is looked at again.
+    #[arg(long, env = "FLEETFORGE_BUSY_REQUEUE_SECONDS", default_value_t = 2.0, value_name = "SECONDS")]
+    pub busy_requeue_seconds: f64,
+
+    /// Elect a leader through a Lease; only the leader reconciles. Turn off only
+    /// when exactly one instance runs.
+    #[arg(long, env = "FLEETFORGE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub leader_elect: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "FLEETFORGE_LEASE_NAME", default_value = "fleetforge-operator", value_name = "NAME")]
+    pub lease_name: String,
+
+    /// Namespace of the Lease: the operator's own. Default: the namespace it runs
+    /// in (in a cluster), else `fleetforge-system`.
+    #[arg(long, env = "FLEETFORGE_LEASE_NAMESPACE", value_name = "NS")]
+    pub lease_namespace: Option<String>,
+
+    /// Seconds a leader that stopped renewing keeps the Lease (the takeover time
+    /// when a leader dies without releasing it).
+    #[arg(long, env = "FLEETFORGE_LEASE_DURATION_SECONDS", default_value_t = 15.0, value_name = "SECONDS")]
+    pub lease_duration_seconds: f64,
+
+    /// Seconds a leader keeps trying to renew before it gives up and exits. Must
+    /// be shorter than the lease duration.
+    #[arg(long, env = "FLEETFORGE_RENEW_DEADLINE_SECONDS", default_value_t = 10.0, value_name = "SECONDS")]
+    pub renew_deadline_seconds: f64,
+
+    /// Seconds between renewals (leader) and attempts (standby).
+    #[arg(long, env = "FLEETFORGE_RETRY_PERIOD_SECONDS", default_value_t = 2.0, value_name = "SECONDS")]
+    pub retry_period_seconds: f64,
+
+    /// This instance's identity in the Lease and in Events. Default: the Pod name
+    /// ($POD_NAME), else the host name and process id.
+    #[arg(long, env = "FLEETFORGE_IDENTITY", value_name = "ID")]
+    pub identity: Option<String>,
+
+    /// Address of the admin HTTP server (/healthz, /readyz, /metrics).
+    #[arg(long, env = "FLEETFORGE_ADMIN_ADDR", default_value = "0.0.0.0:8081", value_name = "ADDR")]
+    pub admin_addr: SocketAddr,
+
+    /// Log format: `json` (one object per line) or `text`.
+    #[arg(long, env = "FLEETFORGE_LOG_FORMAT", default_value_t = LogFormat::Json, value_name = "FORMAT")]
+    pub log_format: LogFormat,
+
+    /// Log filter, such as `info` or `fleetforge_operator=debug,kube=warn`.
+    #[arg(long, env = "FLEETFORGE_LOG", default_value = "info", value_name = "FILTER")]
+    pub log: String,
+}
+
+/// A flag's value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("--{flag}: {problem}")]
+pub struct FlagError {
+    /// The flag, without dashes.
+    pub flag: &'static str,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// `seconds` as a duration, or why not.
+pub fn seconds(flag: &'static str, seconds: f64) -> Result<Duration, FlagError> {
+    if seconds.is_finite() && seconds > 0.0 {
+        Ok(Duration::from_secs_f64(seconds))
+    } else {
+        Err(FlagError {
+            flag,
+            problem: format!("must be a positive number of seconds, got {seconds}"),
+        })
+    }
+}
+
+impl Cli {
+    /// The namespaces to watch.
+    pub fn scope(&self) -> Scope {
+        let list: Vec<String> = self
+            .namespaces
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if list.is_empty() { Scope::All } else { Scope::Namespaces(list) }
+    }
+
+    /// Checks what clap cannot: positive durations, and a renew deadline inside
+    /// the lease duration.
+    pub fn validate(&self) -> Result<(), FlagError> {
+        seconds("resync-seconds", self.resync_seconds)?;
+        seconds("busy-requeue-seconds", self.busy_requeue_seconds)?;
+        let lease = seconds("lease-duration-seconds", self.lease_duration_seconds)?;
+        let renew = seconds("renew-deadline-seconds", self.renew_deadline_seconds)?;
+        let retry = seconds("retry-period-seconds", self.retry_period_seconds)?;
+        if renew >= lease {
+            return Err(FlagError {
+                flag: "renew-deadline-seconds",
+                problem: format!("must be shorter than --lease-duration-seconds ({lease:?}), got {renew:?}"),
+            });
+        }
+        if retry >= renew {
+            return Err(FlagError {
+                flag: "retry-period-seconds",
+                problem: format!("must be shorter than --renew-deadline-seconds ({renew:?}), got {retry:?}"),
+            });
+        }
+        if self.concurrency == 0 {
+            return Err(FlagError {
+                flag: "concurrency",
+                problem: "must be at least 1".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_watch_every_namespace_and_elect_a_leader() {
+        let cli = Cli::try_parse_from(["fleetforge-operator"]).unwrap();
+        assert_eq!(cli.scope(), Scope::All);
+        assert!(cli.leader_elect);
+        cli.validate().unwrap();
+    }
+
+    #[test]
+    fn namespaces_are_a_comma_separated_list() {
+        let cli = Cli::try_parse_from(["fleetforge-operator", "--namespaces", "games, arena,"]).unwrap();
+        assert_eq!(cli.scope(), Scope::Namespaces(vec!["games".into(), "arena".into()]));
+    }
+
+    #[test]
+    fn a_renew_deadline_past_the_lease_duration_is_refused_by_name() {
+        let cli = Cli::try_parse_from([
+            "fleetforge-operator",
+            "--lease-duration-seconds",
+            "5",
+            "--renew-deadline-seconds",
+            "6",
+        ])
+        .unwrap();
+        let err = cli.validate().unwrap_err();
+        assert_eq!(err.flag, "renew-deadline-seconds");
+        let err = seconds("resync-seconds", -1.0).unwrap_err();
+        assert!(err.to_string().starts_with("--resync-seconds:"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_log_format_is_refused() {
+        let err = Cli::try_parse_from(["fleetforge-operator", "--log-format", "xml"]).unwrap_err();
+        assert!(err.to_string().contains("unknown log format"), "{err}");
+    }
+}

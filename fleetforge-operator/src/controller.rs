@@ -1,0 +1,520 @@
+//! The WorldSpec reconcile, as the data flow of the design: observe the world's
+//! cell Pods from the reflector store, convert the spec, plan, apply.
+//!
+//! Each step writes only what differs from what the cluster already shows: the
+//! Service is applied when it is missing or different, cell Pods are created once
+//! and afterwards only have their role annotations changed, status is applied when
+//! it changed, Events only when something happened. A steady world costs no write.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fleetforge_core::plan::{Action as PlanAction, OverrideRequest, OverrideResult, Plan, Transition, TransitionKind};
+use fleetforge_core::{CellRef, Health, Observed, Role, Timestamp, World};
+use fleetforge_crd::keys::{ANNOTATION_FORCE_MERGE, ANNOTATION_FORCE_SPLIT};
+use fleetforge_crd::{WorldSpec, WorldSpecStatus, resolve_force_merge, to_world};
+use fleetforge_obs::metrics as m;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::backoff::Backoff;
+use crate::cell_pod::{DesiredError, desired_pod, desired_service, keep_live_template};
+use crate::diff::covers;
+use crate::events::{self, event, started_reason};
+use crate::observe::{history_from_status, observe_world};
+use crate::overrides::{removal_patch, requester, settled};
+use crate::status::{invalid_spec_status, world_status};
+
+/// The one field manager every write of the operator goes under.
+pub const FIELD_MANAGER: &str = "fleetforge";
+
+/// How often reconciles come, besides the changes that wake them.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// A steady world is looked at again after this long (the resync).
+    pub resync: Duration,
+    /// A world with work in progress (cells starting, a transition waiting for a
+    /// deadline) is looked at again after this long.
+    pub busy: Duration,
+    /// How many cell Pods one reconcile creates at once.
+    pub create_concurrency: usize,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            resync: Duration::from_secs(300),
+            busy: Duration::from_secs(2),
+            create_concurrency: 16,
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Publishes Events on WorldSpecs.
+    pub recorder: Recorder,
+    /// The cell Pods the operator manages, in the namespaces it watches.
+    pub pods: Store<Pod>,
+    /// The worlds' headless Services.
+    pub services: Store<Service>,
+    /// Failure counts per world, for `error_policy`.
+    pub backoff: Backoff<ObjectRef<WorldSpec>>,
+    /// Resync and requeue intervals.
+    pub timing: Timing,
+}
+
+/// Why a reconcile failed; it is retried with the world's backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the API server failed.
+    #[error("{verb} {object}: {source}")]
+    Api {
+        /// The verb (`apply`, `delete`, `patch`, ...).
+        verb: &'static str,
+        /// What it was called on.
+        object: String,
+        /// The client's error.
+        source: kube::Error,
+    },
+    /// The desired objects could not be built.
+    #[error(transparent)]
+    Desired(#[from] DesiredError),
+}
+
+impl Error {
+    fn api(verb: &'static str, object: impl Into<String>, source: kube::Error) -> Self {
+        let code = match &source {
+            kube::Error::Api(s) => s.code.to_string(),
+            _ => "none".to_owned(),
+        };
+        metrics::counter!(m::API_ERRORS, "verb" => verb, "code" => code).increment(1);
+        Self::Api {
+            verb,
+            object: object.into(),
+            source,
+        }
+    }
+}
+
+/// The current wall-clock time; the one place the operator reads the clock for
+/// the planner.
+pub fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    Timestamp(ms)
+}
+
+/// A fresh id tying together every log line, Event and API call of one
+/// reconcile.
+fn correlation_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{:016x}", RandomState::new().hash_one(n))
+}
+
+/// Reconciles one world: see the module documentation.
+pub async fn reconcile(ws: Arc<WorldSpec>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(&*ws);
+    let span = info_span!(
+        "reconcile",
+        world = %key,
+        generation = ws.metadata.generation.unwrap_or(0),
+        correlation_id = %correlation_id(),
+    );
+    let started = Instant::now();
+    let result = reconcile_world(&ws, &ctx).instrument(span).await;
+    metrics::histogram!(m::RECONCILE_DURATION).record(started.elapsed().as_secs_f64());
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(_) => "error",
+    };
+    metrics::counter!(m::RECONCILES, "result" => label).increment(1);
+    if result.is_ok() {
+        ctx.backoff.succeeded(&key);
+    }
+    result
+}
+
+/// How long to wait before retrying a world whose reconcile failed: exponential
+/// per world, with jitter, reset by its next success.
+pub fn error_policy(ws: Arc<WorldSpec>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(&*ws);
+    let delay = ctx.backoff.failed(&key);
+    warn!(world = %key, error = %error, retry_in = ?delay, failures = ctx.backoff.failures(&key), "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile_world(ws: &WorldSpec, ctx: &Context) -> Result<Action, Error> {
+    if ws.metadata.deletion_timestamp.is_some() {
+        // Garbage collection removes the cells through their owner references.
+        return Ok(Action::await_change());
+    }
+    let now = now();
+    let (Some(namespace), Some(uid)) = (ws.namespace(), ws.uid()) else {
+        // Objects from the API server always carry both; nothing to act on.
+        return Ok(Action::await_change());
+    };
+    let name = ws.name_any();
+    let generation = ws.metadata.generation.unwrap_or(0);
+
+    let mut world = match to_world(ws) {
+        Ok(world) => world,
+        Err(error) => {
+            let status = invalid_spec_status(ws.status.as_ref(), &error, generation, now);
+            if apply_status(ctx, ws, &status).await? {
+                warn!(%error, "invalid spec");
+                publish(ctx, ws, event(EventType::Warning, events::INVALID_SPEC, "Validate", error.to_string()))
+                    .await;
+            }
+            return Ok(Action::await_change());
+        }
+    };
+
+    let pods: Vec<Pod> = ctx
+        .pods
+        .state_filter(|p| {
+            p.metadata.namespace.as_deref() == Some(namespace.as_str())
+                && p.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == uid)
+        })
+        .into_iter()
+        .map(|p| (*p).clone())
+        .collect();
+    let (mut observed, unreadable) = observe_world(&pods);
+    for e in &unreadable {
+        warn!(error = %e, "cell Pod cannot be read; it is left alone");
+    }
+    let (history, bad_history) = history_from_status(ws.status.as_ref());
+    for e in &bad_history {
+        warn!(error = %e, "status.recentTransitions entry cannot be read; left out of the history");
+    }
+    observed.history = history;
+    resolve_force_merge(&mut world.overrides, |id| {
+        observed.cells.iter().any(|c| &c.cell.id == id && c.is_active())
+    });
+
+    let plan = fleetforge_core::plan(&world, &observed, now);
+    debug!(transitions = plan.transitions.len(), phase = %plan.summary.phase, "planned");
+
+    apply_service(ctx, ws).await?;
+    let progress = execute(ctx, ws, &world, &observed, &plan, &pods, now).await?;
+    let status = world_status(ws.status.as_ref(), &world, &plan, &observed, generation, now);
+    apply_status(ctx, ws, &status).await?;
+    settle_overrides(ctx, ws, &plan).await?;
+
+    metrics::gauge!(m::ACTIVE_CELLS, "world" => key_label(&namespace, &name))
+        .set(f64::from(plan.summary.active_cells));
+    metrics::gauge!(m::PLAYERS, "world" => key_label(&namespace, &name)).set(plan.summary.players as f64);
+
+    let busy = !plan.is_empty()
+        || progress.waiting
+        || observed.cells.iter().any(|c| c.health != Health::Ready || !c.is_active());
+    Ok(if busy {
+        Action::requeue(ctx.timing.busy)
+    } else {
+        Action::requeue(ctx.timing.resync)
+    })
+}
+
+fn key_label(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// Publishes an Event on the world. An Event that cannot be written is logged and
+/// dropped: it must never fail the reconcile that already did the work.
+async fn publish(ctx: &Context, ws: &WorldSpec, ev: kube::runtime::events::Event) {
+    let reference = ws.object_ref(&());
+    if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+        warn!(error = %e, reason = %ev.reason, "could not record Event");
+    }
+}
+
+/// Applies the world's headless Service when it is missing or differs.
+async fn apply_service(ctx: &Context, ws: &WorldSpec) -> Result<(), Error> {
+    let desired = desired_service(ws)?;
+    let namespace = desired.metadata.namespace.clone().unwrap_or_default();
+    let name = desired.metadata.name.clone().unwrap_or_default();
+    let live = ctx.services.get(&ObjectRef::new(&name).within(&namespace));
+    if let Some(live) = live
+        && let (Ok(l), Ok(d)) = (serde_json::to_value(&*live), serde_json::to_value(&desired))
+        && covers(&l, &d)
+    {
+        return Ok(());
+    }
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
+        .await
+        .map_err(|e| Error::api("apply", format!("service {namespace}/{name}"), e))?;
+    info!(service = %name, "applied the world's headless Service");
+    Ok(())
+}
+
+/// Applies `status` to the world's status subresource unless it already has it.
+/// Returns whether it wrote.
+async fn apply_status(ctx: &Context, ws: &WorldSpec, status: &WorldSpecStatus) -> Result<bool, Error> {
+    let desired = serde_json::to_value(status).unwrap_or_default();
+    let live = ws.status.as_ref().and_then(|s| serde_json::to_value(s).ok());
+    if live.as_ref() == Some(&desired) {
+        return Ok(false);
+    }
+    let namespace = ws.namespace().unwrap_or_default();
+    let name = ws.name_any();
+    let api: Api<WorldSpec> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = json!({
+        "apiVersion": WorldSpec::api_version(&()),
+        "kind": WorldSpec::kind(&()),
+        "status": desired,
+    });
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|e| Error::api("apply", format!("worldspec {namespace}/{name} status"), e))?;
+    Ok(true)
+}
+
+/// What executing a plan left for later.
+#[derive(Debug, Default)]
+struct Progress {
+    /// A step is waiting for something the API server will report (a Pod to
+    /// finish terminating, targets to become ready).
+    waiting: bool,
+}
+
+/// Carries the plan out: each transition's actions in order, stopping a
+/// transition at a hand-over whose targets are not ready yet (the next reconcile
+/// resumes it). Creations that follow one another run concurrently.
+async fn execute(
+    ctx: &Context,
+    ws: &WorldSpec,
+    world: &World,
+    observed: &Observed,
+    plan: &Plan,
+    pods: &[Pod],
+    now: Timestamp,
+) -> Result<Progress, Error> {
+    let mut progress = Progress::default();
+    for transition in &plan.transitions {
+        if !transition.continues {
+            info!(kind = %transition.kind, reason = %transition.reason, "transition started");
+            metrics::counter!(m::TRANSITIONS, "kind" => transition.kind.to_string()).increment(1);
+            publish(
+                ctx,
+                ws,
+                event(
+                    EventType::Normal,
+                    started_reason(transition.kind),
+                    &transition.kind.to_string(),
+                    transition.reason.clone(),
+                ),
+            )
+            .await;
+        }
+        let per_cell_events = !matches!(
+            transition.kind,
+            TransitionKind::Initialize | TransitionKind::Repartition | TransitionKind::Cleanup
+        );
+        let mut pending_creates = Vec::new();
+        for action in &transition.actions {
+            if let PlanAction::Create { cell, bounds, active } = action {
+                pending_creates.push((cell, bounds, *active));
+                continue;
+            }
+            create_cells(ctx, ws, world, &pending_creates, pods, now, per_cell_events, &mut progress).await?;
+            pending_creates.clear();
+            match action {
+                PlanAction::HandOver { to, .. } => {
+                    if !to.iter().all(|t| is_ready(observed, &t.cell)) {
+                        progress.waiting = true;
+                        break;
+                    }
+                    for target in to {
+                        activate(ctx, ws, world, transition, &target.cell, &target.bounds, pods, now).await?;
+                    }
+                }
+                PlanAction::Retire { cell } => retire(ctx, ws, cell, pods, per_cell_events).await?,
+                PlanAction::Create { .. } => {}
+            }
+        }
+        create_cells(ctx, ws, world, &pending_creates, pods, now, per_cell_events, &mut progress).await?;
+    }
+    Ok(progress)
+}
+
+fn is_ready(observed: &Observed, cell: &CellRef) -> bool {
+    observed.cells.iter().any(|c| &c.cell == cell && c.health == Health::Ready)
+}
+
+fn pod_named<'a>(pods: &'a [Pod], name: &str) -> Option<&'a Pod> {
+    pods.iter().find(|p| p.metadata.name.as_deref() == Some(name))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn create_cells(
+    ctx: &Context,
+    ws: &WorldSpec,
+    world: &World,
+    creates: &[(&CellRef, &fleetforge_core::Bounds, bool)],
+    pods: &[Pod],
+    now: Timestamp,
+    per_cell_events: bool,
+    progress: &mut Progress,
+) -> Result<(), Error> {
+    if creates.is_empty() {
+        return Ok(());
+    }
+    let namespace = ws.namespace().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut desired = Vec::with_capacity(creates.len());
+    for (cell, bounds, active) in creates {
+        let role = if *active { Role::Active { since: now } } else { Role::Incoming };
+        let pod = desired_pod(ws, world, cell, bounds, role)?;
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        if let Some(old) = pod_named(pods, &name) {
+            // The name of a Pod still terminating: applying now would only touch
+            // the dying Pod. Its deletion wakes the world again.
+            debug!(pod = %name, terminating = old.metadata.deletion_timestamp.is_some(), "cell Pod name still taken");
+            progress.waiting = true;
+            continue;
+        }
+        desired.push((name, pod));
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let created: Vec<String> = futures::stream::iter(desired)
+        .map(|(name, pod)| {
+            let (api, params, namespace) = (api.clone(), params.clone(), namespace.clone());
+            async move {
+                api.patch(&name, &params, &Patch::Apply(&pod))
+                    .await
+                    .map(|_| name.clone())
+                    .map_err(|e| Error::api("apply", format!("pod {namespace}/{name}"), e))
+            }
+        })
+        .buffer_unordered(ctx.timing.create_concurrency.max(1))
+        .try_collect()
+        .await?;
+    metrics::counter!(m::CELLS_CREATED).increment(created.len() as u64);
+    for name in &created {
+        info!(pod = %name, "cell created");
+    }
+    if per_cell_events && !created.is_empty() {
+        publish(
+            ctx,
+            ws,
+            event(EventType::Normal, events::CELL_CREATED, "Create", format!("created cell Pod {}", created.join(", "))),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Hands `cell` its space: its Pod is re-applied with role active, keeping the
+/// template it runs.
+#[allow(clippy::too_many_arguments)]
+async fn activate(
+    ctx: &Context,
+    ws: &WorldSpec,
+    world: &World,
+    transition: &Transition,
+    cell: &CellRef,
+    bounds: &fleetforge_core::Bounds,
+    pods: &[Pod],
+    now: Timestamp,
+) -> Result<(), Error> {
+    let desired = desired_pod(ws, world, cell, bounds, Role::Active { since: now })?;
+    let name = desired.metadata.name.clone().unwrap_or_default();
+    let Some(live) = pod_named(pods, &name) else {
+        return Ok(());
+    };
+    let pod = keep_live_template(desired, live);
+    let namespace = ws.namespace().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&pod))
+        .await
+        .map_err(|e| Error::api("apply", format!("pod {namespace}/{name}"), e))?;
+    info!(pod = %name, kind = %transition.kind, "cell took over its space");
+    Ok(())
+}
+
+/// Deletes the Pod of `cell`, if it is still the incarnation the plan means.
+async fn retire(ctx: &Context, ws: &WorldSpec, cell: &CellRef, pods: &[Pod], per_cell_event: bool) -> Result<(), Error> {
+    let name = cell.process_name(&ws.name_any());
+    let Some(live) = pod_named(pods, &name) else {
+        return Ok(());
+    };
+    if live.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    let namespace = ws.namespace().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: live.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&name, &params).await {
+        Ok(_) => {}
+        // Gone already, or replaced by a Pod of the same name: nothing to retire.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return Ok(()),
+        Err(e) => return Err(Error::api("delete", format!("pod {namespace}/{name}"), e)),
+    }
+    metrics::counter!(m::CELLS_RETIRED).increment(1);
+    info!(pod = %name, "cell retired");
+    if per_cell_event {
+        publish(ctx, ws, event(EventType::Normal, events::CELL_RETIRED, "Retire", format!("retired cell Pod {name}"))).await;
+    }
+    Ok(())
+}
+
+/// Removes the override requests the plan is done with from the world's
+/// annotations and records an Event naming who asked.
+async fn settle_overrides(ctx: &Context, ws: &WorldSpec, plan: &Plan) -> Result<(), Error> {
+    let done = settled(&plan.overrides);
+    let Some(patch) = removal_patch(ws, &done) else {
+        return Ok(());
+    };
+    let namespace = ws.namespace().unwrap_or_default();
+    let name = ws.name_any();
+    let api: Api<WorldSpec> = Api::namespaced(ctx.client.clone(), &namespace);
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| Error::api("patch", format!("worldspec {namespace}/{name} annotations"), e))?;
+    for outcome in done {
+        let (key, what) = match &outcome.request {
+            OverrideRequest::Split(id) => (ANNOTATION_FORCE_SPLIT, format!("force-split of {id}")),
+            OverrideRequest::Merge(id) => (ANNOTATION_FORCE_MERGE, format!("force-merge into {id}")),
+        };
+        let who = requester(ws, key).unwrap_or_else(|| "an unknown field manager".to_owned());
+        let ev = match &outcome.result {
+            OverrideResult::Rejected(why) => event(
+                EventType::Warning,
+                events::OVERRIDE_REJECTED,
+                "Override",
+                format!("{what} requested by {who} rejected: {why}"),
+            ),
+            _ => event(
+                EventType::Normal,
+                events::OVERRIDE_APPLIED,
+                "Override",
+                format!("{what} requested by {who} started"),
+            ),
+        };
+        info!(requester = %who, "{}", ev.note.as_deref().unwrap_or_default());
+        publish(ctx, ws, ev).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! The operator process: client, admin server, leader election, controllers and
+//! an orderly shutdown.
+//!
+//! On SIGTERM or SIGINT it stops taking work, lets in-flight reconciles finish,
+//! releases the Lease (so a standby takes over at once) and only then closes the
+//! admin server. If the election fails while leading (the Lease cannot be renewed
+//! or was taken), the process exits at once: better a restart than a leader that
+//! no longer is one.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use fleetforge_obs::metrics as m;
+use fleetforge_obs::{AdminState, serve_admin};
+
+use crate::cli::{Cli, seconds};
+use crate::controller::Timing;
+use crate::leader::{Election, LeaderConfig};
+use crate::run::{ControllerSettings, run_controllers};
+
+/// Where the in-cluster service account's namespace is mounted.
+const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// The API client: from `--kubeconfig` (and `--context`) when given, else the
+/// standard inference (in-cluster, `$KUBECONFIG`, `~/.kube/config`).
+pub async fn client(cli: &Cli) -> anyhow::Result<Client> {
+    let options = KubeConfigOptions {
+        context: cli.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let config = match &cli.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .with_context(|| format!("loading kubeconfig {}", path.display()))?
+        }
+        None if cli.context.is_some() => Config::from_kubeconfig(&options).await?,
+        None => Config::infer().await.context("finding a Kubernetes configuration")?,
+    };
+    Client::try_from(config).context("building the Kubernetes client")
+}
+
+fn identity(cli: &Cli) -> String {
+    cli.identity
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "fleetforge".to_owned());
+            format!("{host}-{}", std::process::id())
+        })
+}
+
+fn lease_namespace(cli: &Cli) -> String {
+    cli.lease_namespace
+        .clone()
+        .or_else(|| std::fs::read_to_string(NAMESPACE_FILE).ok().map(|s| s.trim().to_owned()))
+        .unwrap_or_else(|| "fleetforge-system".to_owned())
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => info!("SIGTERM received: shutting down"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received: shutting down"),
+    }
+}
+
+/// Runs the operator until a signal asks it to stop.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let metrics = fleetforge_obs::metrics::install_recorder().context("installing the metrics recorder")?;
+    let admin = AdminState::new(Some(metrics));
+    let client = client(&cli).await?;
+    let identity = identity(&cli);
+    let settings = ControllerSettings {
+        scope: cli.scope(),
+        concurrency: cli.concurrency,
+        timing: Timing {
+            resync: seconds("resync-seconds", cli.resync_seconds)?,
+            busy: seconds("busy-requeue-seconds", cli.busy_requeue_seconds)?,
+            ..Timing::default()
+        },
+        instance: identity.clone(),
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (admin_stop_tx, mut admin_stop_rx) = watch::channel(false);
+    let admin_server = tokio::spawn(serve_admin(
+        cli.admin_addr,
+        admin.clone(),
+        |addr| info!(%addr, "admin server listening"),
+        async move {
+            let _ = admin_stop_rx.wait_for(|s| *s).await;
+        },
+    ));
+    tokio::spawn(async move {
+        signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    let mut stopping = stop_rx.clone();
+    let result = if cli.leader_elect {
+        let config = LeaderConfig {
+            namespace: lease_namespace(&cli),
+            name: cli.lease_name.clone(),
+            identity: identity.clone(),
+            lease_duration: seconds("lease-duration-seconds", cli.lease_duration_seconds)?,
+            renew_deadline: seconds("renew-deadline-seconds", cli.renew_deadline_seconds)?,
+            retry_period: seconds("retry-period-seconds", cli.retry_period_seconds)?,
+        };
+        info!(lease = %config.name, namespace = %config.namespace, %identity, "campaigning for leadership");
+        let mut election = Election::start(Api::<Lease>::namespaced(client.clone(), &config.namespace), config);
+        let mut is_leader = election.is_leader.clone();
+        // A standby is ready: it serves its purpose by waiting.
+        admin.set_ready(true);
+        metrics::gauge!(m::LEADER).set(0.0);
+        let outcome = tokio::select! {
+            _ = stopping.wait_for(|s| *s) => Ok(()),
+            e = election.failed() => Err(anyhow::Error::new(e).context("leader election ended")),
+            led = is_leader.wait_for(|l| *l) => match led {
+                Ok(_) => lead(&client, settings, stop_rx, &admin, &mut election).await,
+                Err(_) => Err(anyhow::anyhow!("leader election ended")),
+            },
+        };
+        if outcome.is_ok() {
+            election.release().await;
+        }
+        outcome
+    } else {
+        admin.set_ready(false);
+        let ready = admin.clone();
+        run_controllers(client, settings, stop_rx, move || ready.set_ready(true)).await;
+        Ok(())
+    };
+    metrics::gauge!(m::LEADER).set(0.0);
+    admin.set_ready(false);
+    let _ = admin_stop_tx.send(true);
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), admin_server).await {
+        error!(error = %e, "admin server failed");
+    }
+    result
+}
+
+/// Runs the controllers while this instance leads. Returns when asked to stop;
+/// fails at once when leadership is lost.
+async fn lead(
+    client: &Client,
+    settings: ControllerSettings,
+    stop: watch::Receiver<bool>,
+    admin: &AdminState,
+    election: &mut Election,
+) -> anyhow::Result<()> {
+    metrics::gauge!(m::LEADER).set(1.0);
+    metrics::counter!(m::LEADER_ACQUISITIONS).increment(1);
+    // Not ready until this leader's caches are synced and its controllers run.
+    admin.set_ready(false);
+    let ready = admin.clone();
+    let controllers = run_controllers(client.clone(), settings, stop, move || ready.set_ready(true));
+    tokio::select! {
+        () = controllers => Ok(()),
+        e = election.failed() => Err(anyhow::Error::new(e).context("lost leadership; exiting so no zombie leader keeps acting")),
+    }
+}

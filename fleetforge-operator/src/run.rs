@@ -1,0 +1,155 @@
+//! Wiring: reflectors and one controller per watched namespace (or one for all),
+//! started when this instance leads and stopped gracefully.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetforge_crd::WorldSpec;
+use fleetforge_crd::keys::{APP_NAME, LABEL_MANAGED_BY, LABEL_NAME, MANAGER};
+use futures::StreamExt;
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::Api;
+use kube::runtime::controller::Config;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::backoff::Backoff;
+use crate::controller::{Context, Timing, error_policy, reconcile};
+
+/// Which namespaces the operator watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every namespace (needs cluster-wide list/watch).
+    All,
+    /// Only these (a Role in each is enough).
+    Namespaces(Vec<String>),
+}
+
+/// How the controllers run.
+#[derive(Debug, Clone)]
+pub struct ControllerSettings {
+    /// Namespaces to watch.
+    pub scope: Scope,
+    /// Worlds reconciled at once, per controller.
+    pub concurrency: u16,
+    /// Resync and requeue intervals.
+    pub timing: Timing,
+    /// Name of the reporting controller instance in Events (the Pod name).
+    pub instance: String,
+}
+
+/// The selector of everything the operator creates for worlds.
+fn managed_selector() -> String {
+    format!("{LABEL_MANAGED_BY}={MANAGER},{LABEL_NAME}={APP_NAME}")
+}
+
+fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Strips what the operator never reads from a cached child object: managed
+/// fields are most of a Pod's size and only matter to the API server.
+fn slim<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
+/// Runs the controllers until `stop` turns `true`, then lets in-flight reconciles
+/// finish. Calls `on_synced` once every cache has its initial list.
+pub async fn run_controllers(
+    client: Client,
+    settings: ControllerSettings,
+    stop: watch::Receiver<bool>,
+    on_synced: impl FnOnce() + Send + 'static,
+) {
+    let namespaces: Vec<Option<String>> = match &settings.scope {
+        Scope::All => vec![None],
+        Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "fleetforge-operator".to_owned(),
+            instance: Some(settings.instance.clone()),
+        },
+    );
+    let mut stores: Vec<(Store<WorldSpec>, Store<Pod>, Store<Service>)> = Vec::new();
+    let mut controllers = Vec::new();
+    for ns in &namespaces {
+        let ns = ns.as_deref();
+        let children = watcher::Config::default().labels(&managed_selector()).any_semantic();
+
+        let (pods, pod_writer) = reflector::store::<Pod>();
+        let pod_stream = watcher(api_for::<Pod>(&client, ns), children.clone())
+            .default_backoff()
+            .modify(slim)
+            .reflect(pod_writer)
+            .touched_objects();
+        let (services, svc_writer) = reflector::store::<Service>();
+        let svc_stream = watcher(api_for::<Service>(&client, ns), children)
+            .default_backoff()
+            .modify(slim)
+            .reflect(svc_writer)
+            .touched_objects();
+
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            recorder: recorder.clone(),
+            pods: pods.clone(),
+            services: services.clone(),
+            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300)),
+            timing: settings.timing.clone(),
+        });
+        let mut stop = stop.clone();
+        let controller = Controller::new(api_for::<WorldSpec>(&client, ns), watcher::Config::default().any_semantic())
+            .owns_stream(pod_stream)
+            .owns_stream(svc_stream)
+            .with_config(Config::default().concurrency(settings.concurrency))
+            .graceful_shutdown_on(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+        stores.push((controller.store(), pods, services));
+        let scope = ns.unwrap_or("*").to_owned();
+        controllers.push(
+            controller
+                .run(reconcile, error_policy, ctx)
+                .for_each(move |result| {
+                    let scope = scope.clone();
+                    async move {
+                        match result {
+                            Ok((obj, _)) => debug!(world = %obj, %scope, "reconciled"),
+                            Err(e) => debug!(error = %e, %scope, "controller"),
+                        }
+                    }
+                }),
+        );
+    }
+
+    tokio::spawn(async move {
+        for (worlds, pods, services) in stores {
+            let synced = worlds.wait_until_ready().await.is_ok()
+                && pods.wait_until_ready().await.is_ok()
+                && services.wait_until_ready().await.is_ok();
+            if !synced {
+                warn!("a cache was dropped before it synced");
+                return;
+            }
+        }
+        info!("caches synced");
+        on_synced();
+    });
+
+    info!(scope = ?settings.scope, concurrency = settings.concurrency, "controllers running");
+    join_all(controllers).await;
+    info!("controllers stopped");
+}
