@@ -24,7 +24,9 @@ impl FromStr for LogFormat {
         match s {
             "json" => Ok(Self::Json),
             "text" => Ok(Self::Text),
-            other => Err(format!("unknown log format {other:?}: expected \"json\" or \"text\"")),
+            other => Err(format!(
+                "unknown log format {other:?}: expected \"json\" or \"text\""
+            )),
         }
     }
 }
@@ -65,7 +67,11 @@ pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), LoggingError>
         .with_env_filter(env_filter)
         .with_writer(std::io::stderr);
     let result = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
     result.map_err(|_| LoggingError::AlreadySet)

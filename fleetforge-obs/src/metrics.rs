@@ -32,20 +32,35 @@ pub const LEADER_ACQUISITIONS: &str = "fleetforge_leader_acquisitions_total";
 
 /// Buckets for reconcile durations: a steady world takes well under a millisecond
 /// of planning, a reconcile that writes takes a few API round trips.
-const RECONCILE_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+const RECONCILE_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
 /// Describes every metric to the installed recorder, so `/metrics` carries help
 /// texts and units.
 pub fn describe() {
     describe_counter!(RECONCILES, "Reconciles of a WorldSpec, by result.");
-    describe_histogram!(RECONCILE_DURATION, Unit::Seconds, "Time one WorldSpec reconcile took.");
+    describe_histogram!(
+        RECONCILE_DURATION,
+        Unit::Seconds,
+        "Time one WorldSpec reconcile took."
+    );
     describe_gauge!(WORLDS, "WorldSpecs by phase.");
     describe_gauge!(ACTIVE_CELLS, "Active cells of a world.");
-    describe_gauge!(PLAYERS, "Players on a world's active cells, by their latest load samples.");
-    describe_counter!(TRANSITIONS, "Transitions started (split, merge, replace, ...), by kind.");
+    describe_gauge!(
+        PLAYERS,
+        "Players on a world's active cells, by their latest load samples."
+    );
+    describe_counter!(
+        TRANSITIONS,
+        "Transitions started (split, merge, replace, ...), by kind."
+    );
     describe_counter!(CELLS_CREATED, "Cell Pods created.");
     describe_counter!(CELLS_RETIRED, "Cell Pods retired.");
-    describe_counter!(API_ERRORS, "Failed Kubernetes API calls, by verb and HTTP status code.");
+    describe_counter!(
+        API_ERRORS,
+        "Failed Kubernetes API calls, by verb and HTTP status code."
+    );
     describe_gauge!(LEADER, "1 while this instance holds the leader lease, else 0.");
     describe_counter!(LEADER_ACQUISITIONS, "Leader elections this instance won.");
 }

@@ -52,7 +52,10 @@ impl<K: Eq + Hash + Clone> Backoff<K> {
 
     /// Forgets the failures of `key` after it succeeded.
     pub fn succeeded(&self, key: &K) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     /// How many times in a row `key` has failed.
@@ -80,7 +83,10 @@ mod tests {
         }
         for (i, d) in delays.iter().enumerate() {
             let nominal = Duration::from_millis(100 * (1 << i)).min(Duration::from_secs(2));
-            assert!(*d >= nominal / 2 && *d < nominal, "attempt {i}: {d:?} not in [{nominal:?}/2, {nominal:?})");
+            assert!(
+                *d >= nominal / 2 && *d < nominal,
+                "attempt {i}: {d:?} not in [{nominal:?}/2, {nominal:?})"
+            );
         }
         assert_eq!(b.failures(&key), 8);
     }
@@ -96,7 +102,10 @@ mod tests {
         b.succeeded(&a);
         assert_eq!(b.failures(&a), 0);
         assert_eq!(b.failures(&c), 5);
-        assert!(b.failed(&a) < Duration::from_secs(1), "a starts over at the base delay");
+        assert!(
+            b.failed(&a) < Duration::from_secs(1),
+            "a starts over at the base delay"
+        );
     }
 
     #[test]

@@ -29,7 +29,12 @@ pub struct Cli {
 
     /// Namespaces to watch, comma-separated. Empty: all namespaces (needs
     /// cluster-wide read access to WorldSpecs, Pods and Services).
-    #[arg(long, env = "FLEETFORGE_NAMESPACES", value_delimiter = ',', value_name = "NS,...")]
+    #[arg(
+        long,
+        env = "FLEETFORGE_NAMESPACES",
+        value_delimiter = ',',
+        value_name = "NS,..."
+    )]
     pub namespaces: Vec<String>,
 
     /// Worlds reconciled at once (per watched namespace).
@@ -38,11 +43,21 @@ pub struct Cli {
 
     /// Seconds after which a steady world is reconciled again even if nothing
     /// changed (a no-op: it writes nothing).
-    #[arg(long, env = "FLEETFORGE_RESYNC_SECONDS", default_value_t = 300.0, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "FLEETFORGE_RESYNC_SECONDS",
+        default_value_t = 300.0,
+        value_name = "SECONDS"
+    )]
     pub resync_seconds: f64,
 
     /// Seconds after which a world with work in progress is looked at again.
-    #[arg(long, env = "FLEETFORGE_BUSY_REQUEUE_SECONDS", default_value_t = 2.0, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "FLEETFORGE_BUSY_REQUEUE_SECONDS",
+        default_value_t = 2.0,
+        value_name = "SECONDS"
+    )]
     pub busy_requeue_seconds: f64,
 
     /// Elect a leader through a Lease; only the leader reconciles. Turn off only
@@ -51,7 +66,12 @@ pub struct Cli {
     pub leader_elect: bool,
 
     /// Name of the leader-election Lease.
-    #[arg(long, env = "FLEETFORGE_LEASE_NAME", default_value = "fleetforge-operator", value_name = "NAME")]
+    #[arg(
+        long,
+        env = "FLEETFORGE_LEASE_NAME",
+        default_value = "fleetforge-operator",
+        value_name = "NAME"
+    )]
     pub lease_name: String,
 
     /// Namespace of the Lease: the operator's own. Default: the namespace it runs
@@ -61,16 +81,31 @@ pub struct Cli {
 
     /// Seconds a leader that stopped renewing keeps the Lease (the takeover time
     /// when a leader dies without releasing it).
-    #[arg(long, env = "FLEETFORGE_LEASE_DURATION_SECONDS", default_value_t = 15.0, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "FLEETFORGE_LEASE_DURATION_SECONDS",
+        default_value_t = 15.0,
+        value_name = "SECONDS"
+    )]
     pub lease_duration_seconds: f64,
 
     /// Seconds a leader keeps trying to renew before it gives up and exits. Must
     /// be shorter than the lease duration.
-    #[arg(long, env = "FLEETFORGE_RENEW_DEADLINE_SECONDS", default_value_t = 10.0, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "FLEETFORGE_RENEW_DEADLINE_SECONDS",
+        default_value_t = 10.0,
+        value_name = "SECONDS"
+    )]
     pub renew_deadline_seconds: f64,
 
     /// Seconds between renewals (leader) and attempts (standby).
-    #[arg(long, env = "FLEETFORGE_RETRY_PERIOD_SECONDS", default_value_t = 2.0, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "FLEETFORGE_RETRY_PERIOD_SECONDS",
+        default_value_t = 2.0,
+        value_name = "SECONDS"
+    )]
     pub retry_period_seconds: f64,
 
     /// This instance's identity in the Lease and in Events. Default: the Pod name
@@ -79,7 +114,12 @@ pub struct Cli {
     pub identity: Option<String>,
 
     /// Address of the admin HTTP server (/healthz, /readyz, /metrics).
-    #[arg(long, env = "FLEETFORGE_ADMIN_ADDR", default_value = "0.0.0.0:8081", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "FLEETFORGE_ADMIN_ADDR",
+        default_value = "0.0.0.0:8081",
+        value_name = "ADDR"
+    )]
     pub admin_addr: SocketAddr,
 
     /// Log format: `json` (one object per line) or `text`.
@@ -122,7 +162,11 @@ impl Cli {
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
             .collect();
-        if list.is_empty() { Scope::All } else { Scope::Namespaces(list) }
+        if list.is_empty() {
+            Scope::All
+        } else {
+            Scope::Namespaces(list)
+        }
     }
 
     /// Checks what clap cannot: positive durations, and a renew deadline inside
@@ -176,7 +220,10 @@ mod tests {
     #[test]
     fn namespaces_are_a_comma_separated_list() {
         let cli = Cli::try_parse_from(["fleetforge-operator", "--namespaces", "games, arena,"]).unwrap();
-        assert_eq!(cli.scope(), Scope::Namespaces(vec!["games".into(), "arena".into()]));
+        assert_eq!(
+            cli.scope(),
+            Scope::Namespaces(vec!["games".into(), "arena".into()])
+        );
     }
 
     #[test]

@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fleetforge_core::plan::{Action as PlanAction, OverrideRequest, OverrideResult, Plan, Transition, TransitionKind};
+use fleetforge_core::plan::{
+    Action as PlanAction, OverrideRequest, OverrideResult, Plan, Transition, TransitionKind,
+};
 use fleetforge_core::{CellRef, Health, Observed, Role, Timestamp, World};
-use fleetforge_crd::keys::{ANNOTATION_FORCE_MERGE, ANNOTATION_FORCE_SPLIT};
+use fleetforge_crd::keys::{ANNOTATION_FORCE_MERGE, ANNOTATION_FORCE_SPLIT, ANNOTATION_ROLE, ROLE_ACTIVE};
 use fleetforge_crd::{WorldSpec, WorldSpecStatus, resolve_force_merge, to_world};
 use fleetforge_obs::metrics as m;
 use futures::{StreamExt, TryStreamExt};
@@ -31,6 +33,7 @@ use crate::backoff::Backoff;
 use crate::cell_pod::{DesiredError, desired_pod, desired_service, keep_live_template};
 use crate::diff::covers;
 use crate::events::{self, event, started_reason};
+use crate::expectations::{CachedPod, Expectations, Expected};
 use crate::observe::{history_from_status, observe_world};
 use crate::overrides::{removal_patch, requester, settled};
 use crate::status::{invalid_spec_status, world_status};
@@ -72,6 +75,8 @@ pub struct Context {
     pub services: Store<Service>,
     /// Failure counts per world, for `error_policy`.
     pub backoff: Backoff<ObjectRef<WorldSpec>>,
+    /// What each world's last reconcile wrote and expects the caches to show.
+    pub expectations: Expectations,
     /// Resync and requeue intervals.
     pub timing: Timing,
 }
@@ -160,15 +165,56 @@ pub fn error_policy(ws: Arc<WorldSpec>, error: &Error, ctx: Arc<Context>) -> Act
 }
 
 async fn reconcile_world(ws: &WorldSpec, ctx: &Context) -> Result<Action, Error> {
-    if ws.metadata.deletion_timestamp.is_some() {
-        // Garbage collection removes the cells through their owner references.
-        return Ok(Action::await_change());
-    }
-    let now = now();
     let (Some(namespace), Some(uid)) = (ws.namespace(), ws.uid()) else {
         // Objects from the API server always carry both; nothing to act on.
         return Ok(Action::await_change());
     };
+    if ws.metadata.deletion_timestamp.is_some() {
+        // Garbage collection removes the cells through their owner references.
+        ctx.expectations.forget(&uid);
+        return Ok(Action::await_change());
+    }
+    let pods: Vec<Pod> = ctx
+        .pods
+        .state_filter(|p| {
+            p.metadata.namespace.as_deref() == Some(namespace.as_str())
+                && p.owner_references()
+                    .iter()
+                    .any(|o| o.controller == Some(true) && o.uid == uid)
+        })
+        .into_iter()
+        .map(|p| (*p).clone())
+        .collect();
+    let cached: Vec<CachedPod<'_>> = pods
+        .iter()
+        .map(|p| CachedPod {
+            name: p.metadata.name.as_deref().unwrap_or_default(),
+            uid: p.metadata.uid.as_deref().unwrap_or_default(),
+            terminating: p.metadata.deletion_timestamp.is_some(),
+            active: p.annotations().get(ANNOTATION_ROLE).map(String::as_str) == Some(ROLE_ACTIVE),
+        })
+        .collect();
+    if !ctx
+        .expectations
+        .ready(&uid, ws.metadata.resource_version.as_deref(), &cached)
+    {
+        debug!("caches predate the last reconcile's writes; waiting for them");
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    let mut expected = Expected::default();
+    let result = plan_and_apply(ws, ctx, &namespace, &pods, &mut expected).await;
+    ctx.expectations.expect(&uid, expected);
+    result
+}
+
+async fn plan_and_apply(
+    ws: &WorldSpec,
+    ctx: &Context,
+    namespace: &str,
+    pods: &[Pod],
+    expected: &mut Expected,
+) -> Result<Action, Error> {
+    let now = now();
     let name = ws.name_any();
     let generation = ws.metadata.generation.unwrap_or(0);
 
@@ -176,25 +222,25 @@ async fn reconcile_world(ws: &WorldSpec, ctx: &Context) -> Result<Action, Error>
         Ok(world) => world,
         Err(error) => {
             let status = invalid_spec_status(ws.status.as_ref(), &error, generation, now);
-            if apply_status(ctx, ws, &status).await? {
+            if apply_status(ctx, ws, &status, expected).await? {
                 warn!(%error, "invalid spec");
-                publish(ctx, ws, event(EventType::Warning, events::INVALID_SPEC, "Validate", error.to_string()))
-                    .await;
+                publish(
+                    ctx,
+                    ws,
+                    event(
+                        EventType::Warning,
+                        events::INVALID_SPEC,
+                        "Validate",
+                        error.to_string(),
+                    ),
+                )
+                .await;
             }
             return Ok(Action::await_change());
         }
     };
 
-    let pods: Vec<Pod> = ctx
-        .pods
-        .state_filter(|p| {
-            p.metadata.namespace.as_deref() == Some(namespace.as_str())
-                && p.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == uid)
-        })
-        .into_iter()
-        .map(|p| (*p).clone())
-        .collect();
-    let (mut observed, unreadable) = observe_world(&pods);
+    let (mut observed, unreadable) = observe_world(pods);
     for e in &unreadable {
         warn!(error = %e, "cell Pod cannot be read; it is left alone");
     }
@@ -211,18 +257,21 @@ async fn reconcile_world(ws: &WorldSpec, ctx: &Context) -> Result<Action, Error>
     debug!(transitions = plan.transitions.len(), phase = %plan.summary.phase, "planned");
 
     apply_service(ctx, ws).await?;
-    let progress = execute(ctx, ws, &world, &observed, &plan, &pods, now).await?;
+    let progress = execute(ctx, ws, &world, &observed, &plan, pods, now, expected).await?;
+    settle_overrides(ctx, ws, &plan, expected).await?;
     let status = world_status(ws.status.as_ref(), &world, &plan, &observed, generation, now);
-    apply_status(ctx, ws, &status).await?;
-    settle_overrides(ctx, ws, &plan).await?;
+    apply_status(ctx, ws, &status, expected).await?;
 
-    metrics::gauge!(m::ACTIVE_CELLS, "world" => key_label(&namespace, &name))
+    metrics::gauge!(m::ACTIVE_CELLS, "world" => key_label(namespace, &name))
         .set(f64::from(plan.summary.active_cells));
-    metrics::gauge!(m::PLAYERS, "world" => key_label(&namespace, &name)).set(plan.summary.players as f64);
+    metrics::gauge!(m::PLAYERS, "world" => key_label(namespace, &name)).set(plan.summary.players as f64);
 
     let busy = !plan.is_empty()
         || progress.waiting
-        || observed.cells.iter().any(|c| c.health != Health::Ready || !c.is_active());
+        || observed
+            .cells
+            .iter()
+            .any(|c| c.health != Health::Ready || !c.is_active());
     Ok(if busy {
         Action::requeue(ctx.timing.busy)
     } else {
@@ -256,16 +305,25 @@ async fn apply_service(ctx: &Context, ws: &WorldSpec) -> Result<(), Error> {
         return Ok(());
     }
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
-        .await
-        .map_err(|e| Error::api("apply", format!("service {namespace}/{name}"), e))?;
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&desired),
+    )
+    .await
+    .map_err(|e| Error::api("apply", format!("service {namespace}/{name}"), e))?;
     info!(service = %name, "applied the world's headless Service");
     Ok(())
 }
 
 /// Applies `status` to the world's status subresource unless it already has it.
 /// Returns whether it wrote.
-async fn apply_status(ctx: &Context, ws: &WorldSpec, status: &WorldSpecStatus) -> Result<bool, Error> {
+async fn apply_status(
+    ctx: &Context,
+    ws: &WorldSpec,
+    status: &WorldSpecStatus,
+    expected: &mut Expected,
+) -> Result<bool, Error> {
     let desired = serde_json::to_value(status).unwrap_or_default();
     let live = ws.status.as_ref().and_then(|s| serde_json::to_value(s).ok());
     if live.as_ref() == Some(&desired) {
@@ -279,9 +337,16 @@ async fn apply_status(ctx: &Context, ws: &WorldSpec, status: &WorldSpecStatus) -
         "kind": WorldSpec::kind(&()),
         "status": desired,
     });
-    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|e| Error::api("apply", format!("worldspec {namespace}/{name} status"), e))?;
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| Error::api("apply", format!("worldspec {namespace}/{name} status"), e))?;
+    expected
+        .stale_world_version
+        .clone_from(&ws.metadata.resource_version);
     Ok(true)
 }
 
@@ -304,6 +369,7 @@ async fn execute(
     plan: &Plan,
     pods: &[Pod],
     now: Timestamp,
+    expected: &mut Expected,
 ) -> Result<Progress, Error> {
     let mut progress = Progress::default();
     for transition in &plan.transitions {
@@ -332,7 +398,18 @@ async fn execute(
                 pending_creates.push((cell, bounds, *active));
                 continue;
             }
-            create_cells(ctx, ws, world, &pending_creates, pods, now, per_cell_events, &mut progress).await?;
+            create_cells(
+                ctx,
+                ws,
+                world,
+                &pending_creates,
+                pods,
+                now,
+                per_cell_events,
+                &mut progress,
+                expected,
+            )
+            .await?;
             pending_creates.clear();
             match action {
                 PlanAction::HandOver { to, .. } => {
@@ -341,20 +418,47 @@ async fn execute(
                         break;
                     }
                     for target in to {
-                        activate(ctx, ws, world, transition, &target.cell, &target.bounds, pods, now).await?;
+                        activate(
+                            ctx,
+                            ws,
+                            world,
+                            transition,
+                            &target.cell,
+                            &target.bounds,
+                            pods,
+                            now,
+                        )
+                        .await?;
+                        expected
+                            .activated
+                            .insert(target.cell.process_name(&ws.name_any()));
                     }
                 }
-                PlanAction::Retire { cell } => retire(ctx, ws, cell, pods, per_cell_events).await?,
+                PlanAction::Retire { cell } => retire(ctx, ws, cell, pods, per_cell_events, expected).await?,
                 PlanAction::Create { .. } => {}
             }
         }
-        create_cells(ctx, ws, world, &pending_creates, pods, now, per_cell_events, &mut progress).await?;
+        create_cells(
+            ctx,
+            ws,
+            world,
+            &pending_creates,
+            pods,
+            now,
+            per_cell_events,
+            &mut progress,
+            expected,
+        )
+        .await?;
     }
     Ok(progress)
 }
 
 fn is_ready(observed: &Observed, cell: &CellRef) -> bool {
-    observed.cells.iter().any(|c| &c.cell == cell && c.health == Health::Ready)
+    observed
+        .cells
+        .iter()
+        .any(|c| &c.cell == cell && c.health == Health::Ready)
 }
 
 fn pod_named<'a>(pods: &'a [Pod], name: &str) -> Option<&'a Pod> {
@@ -371,6 +475,7 @@ async fn create_cells(
     now: Timestamp,
     per_cell_events: bool,
     progress: &mut Progress,
+    expected: &mut Expected,
 ) -> Result<(), Error> {
     if creates.is_empty() {
         return Ok(());
@@ -379,7 +484,11 @@ async fn create_cells(
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut desired = Vec::with_capacity(creates.len());
     for (cell, bounds, active) in creates {
-        let role = if *active { Role::Active { since: now } } else { Role::Incoming };
+        let role = if *active {
+            Role::Active { since: now }
+        } else {
+            Role::Incoming
+        };
         let pod = desired_pod(ws, world, cell, bounds, role)?;
         let name = pod.metadata.name.clone().unwrap_or_default();
         if let Some(old) = pod_named(pods, &name) {
@@ -392,6 +501,11 @@ async fn create_cells(
         desired.push((name, pod));
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    // Expected before the calls: one that fails after the server acted still
+    // shows up in the cache.
+    expected
+        .created
+        .extend(desired.iter().map(|(name, _)| name.clone()));
     let created: Vec<String> = futures::stream::iter(desired)
         .map(|(name, pod)| {
             let (api, params, namespace) = (api.clone(), params.clone(), namespace.clone());
@@ -413,7 +527,12 @@ async fn create_cells(
         publish(
             ctx,
             ws,
-            event(EventType::Normal, events::CELL_CREATED, "Create", format!("created cell Pod {}", created.join(", "))),
+            event(
+                EventType::Normal,
+                events::CELL_CREATED,
+                "Create",
+                format!("created cell Pod {}", created.join(", ")),
+            ),
         )
         .await;
     }
@@ -441,15 +560,26 @@ async fn activate(
     let pod = keep_live_template(desired, live);
     let namespace = ws.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&pod))
-        .await
-        .map_err(|e| Error::api("apply", format!("pod {namespace}/{name}"), e))?;
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&pod),
+    )
+    .await
+    .map_err(|e| Error::api("apply", format!("pod {namespace}/{name}"), e))?;
     info!(pod = %name, kind = %transition.kind, "cell took over its space");
     Ok(())
 }
 
 /// Deletes the Pod of `cell`, if it is still the incarnation the plan means.
-async fn retire(ctx: &Context, ws: &WorldSpec, cell: &CellRef, pods: &[Pod], per_cell_event: bool) -> Result<(), Error> {
+async fn retire(
+    ctx: &Context,
+    ws: &WorldSpec,
+    cell: &CellRef,
+    pods: &[Pod],
+    per_cell_event: bool,
+    expected: &mut Expected,
+) -> Result<(), Error> {
     let name = cell.process_name(&ws.name_any());
     let Some(live) = pod_named(pods, &name) else {
         return Ok(());
@@ -467,7 +597,10 @@ async fn retire(ctx: &Context, ws: &WorldSpec, cell: &CellRef, pods: &[Pod], per
         ..DeleteParams::default()
     };
     match api.delete(&name, &params).await {
-        Ok(_) => {}
+        Ok(_) => {
+            let uid = live.metadata.uid.clone().unwrap_or_default();
+            expected.deleted.insert(name.clone(), uid);
+        }
         // Gone already, or replaced by a Pod of the same name: nothing to retire.
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return Ok(()),
         Err(e) => return Err(Error::api("delete", format!("pod {namespace}/{name}"), e)),
@@ -475,24 +608,43 @@ async fn retire(ctx: &Context, ws: &WorldSpec, cell: &CellRef, pods: &[Pod], per
     metrics::counter!(m::CELLS_RETIRED).increment(1);
     info!(pod = %name, "cell retired");
     if per_cell_event {
-        publish(ctx, ws, event(EventType::Normal, events::CELL_RETIRED, "Retire", format!("retired cell Pod {name}"))).await;
+        publish(
+            ctx,
+            ws,
+            event(
+                EventType::Normal,
+                events::CELL_RETIRED,
+                "Retire",
+                format!("retired cell Pod {name}"),
+            ),
+        )
+        .await;
     }
     Ok(())
 }
 
 /// Removes the override requests the plan is done with from the world's
 /// annotations and records an Event naming who asked.
-async fn settle_overrides(ctx: &Context, ws: &WorldSpec, plan: &Plan) -> Result<(), Error> {
+async fn settle_overrides(
+    ctx: &Context,
+    ws: &WorldSpec,
+    plan: &Plan,
+    expected: &mut Expected,
+) -> Result<(), Error> {
     let done = settled(&plan.overrides);
     let Some(patch) = removal_patch(ws, &done) else {
         return Ok(());
     };
+    let patch: json_patch::Patch = serde_json::from_value(patch).unwrap_or_default();
     let namespace = ws.namespace().unwrap_or_default();
     let name = ws.name_any();
     let api: Api<WorldSpec> = Api::namespaced(ctx.client.clone(), &namespace);
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+    api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
         .await
         .map_err(|e| Error::api("patch", format!("worldspec {namespace}/{name} annotations"), e))?;
+    expected
+        .stale_world_version
+        .clone_from(&ws.metadata.resource_version);
     for outcome in done {
         let (key, what) = match &outcome.request {
             OverrideRequest::Split(id) => (ANNOTATION_FORCE_SPLIT, format!("force-split of {id}")),

@@ -8,15 +8,30 @@ use serde_json::Value;
 /// Objects are compared key by key (fields the API server or other managers added
 /// to `live` do not matter); arrays must have the same length and match element by
 /// element, since the operator owns the lists it sets; `null` in `desired` means
-/// "not set" and matches anything.
+/// "not set" and matches anything. A `false`, empty list or empty object in
+/// `desired` also matches a field `live` lacks: the API server's Go types omit
+/// such zero values when they serialize an object.
 pub fn covers(live: &Value, desired: &Value) -> bool {
     match (live, desired) {
         (_, Value::Null) => true,
-        (Value::Object(l), Value::Object(d)) => d
-            .iter()
-            .all(|(k, dv)| dv.is_null() || l.get(k).is_some_and(|lv| covers(lv, dv))),
-        (Value::Array(l), Value::Array(d)) => l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| covers(lv, dv)),
+        (Value::Object(l), Value::Object(d)) => d.iter().all(|(k, dv)| match l.get(k) {
+            Some(lv) => covers(lv, dv),
+            None => is_zero(dv),
+        }),
+        (Value::Array(l), Value::Array(d)) => {
+            l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| covers(lv, dv))
+        }
         (l, d) => l == d,
+    }
+}
+
+/// A value the API server leaves out when it serializes an object.
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(false) => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
     }
 }
 
@@ -39,5 +54,22 @@ mod tests {
         assert!(!covers(&live, &json!({"metadata": {"labels": {"b": "1"}}})));
         assert!(!covers(&live, &json!({"ports": [{"port": 1}]})));
         assert!(covers(&live, &json!({"ports": [{"port": 1}, {}], "x": null})));
+    }
+
+    #[test]
+    fn zero_values_the_server_omits_match_their_absence() {
+        let live = json!({"spec": {"clusterIP": "None"}});
+        assert!(covers(
+            &live,
+            &json!({"spec": {"publishNotReadyAddresses": false, "x": [], "y": {}}})
+        ));
+        assert!(!covers(
+            &live,
+            &json!({"spec": {"publishNotReadyAddresses": true}})
+        ));
+        assert!(
+            !covers(&live, &json!({"spec": {"port": 0}})),
+            "a number is compared, zero or not"
+        );
     }
 }

@@ -87,7 +87,17 @@ mod tests {
     #[test]
     fn every_transition_kind_has_its_own_reason_except_fill_and_replace() {
         use TransitionKind::*;
-        let kinds = [Initialize, Fill, Split, Merge, Replace, Rollout, Repartition, RollBack, Cleanup];
+        let kinds = [
+            Initialize,
+            Fill,
+            Split,
+            Merge,
+            Replace,
+            Rollout,
+            Repartition,
+            RollBack,
+            Cleanup,
+        ];
         let reasons: std::collections::BTreeSet<_> = kinds.iter().map(|k| started_reason(*k)).collect();
         assert_eq!(reasons.len(), kinds.len() - 1);
     }

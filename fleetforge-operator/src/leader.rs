@@ -215,7 +215,11 @@ async fn try_hold(
         return Ok(false);
     }
     match api
-        .replace(&config.name, &PostParams::default(), &held(config, Some(&current)))
+        .replace(
+            &config.name,
+            &PostParams::default(),
+            &held(config, Some(&current)),
+        )
         .await
     {
         Ok(_) => Ok(true),
@@ -239,7 +243,8 @@ async fn release(api: &Api<Lease>, config: &LeaderConfig) -> Result<(), kube::Er
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(micro_time(now_ts()));
     }
-    api.replace(&config.name, &PostParams::default(), &current).await?;
+    api.replace(&config.name, &PostParams::default(), &current)
+        .await?;
     Ok(())
 }
 

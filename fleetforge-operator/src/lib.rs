@@ -16,7 +16,7 @@
 //! The runtime drives it:
 //!
 //! - [`controller`]: the reconcile (observe, convert, plan, apply) and its error
-//!   policy, with per-world [`backoff`].
+//!   policy, with per-world [`backoff`] and [`expectations`] (read-your-writes).
 //! - [`run`]: reflectors and one kube-runtime controller per watched namespace.
 //! - [`leader`]: Lease-based leader election.
 //! - [`operator`] and [`cli`]: the process and its command line.
@@ -27,6 +27,7 @@ pub mod cli;
 pub mod controller;
 pub mod diff;
 pub mod events;
+pub mod expectations;
 pub mod leader;
 pub mod observe;
 pub mod operator;

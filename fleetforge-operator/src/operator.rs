@@ -43,7 +43,9 @@ pub async fn client(cli: &Cli) -> anyhow::Result<Client> {
                 .with_context(|| format!("loading kubeconfig {}", path.display()))?
         }
         None if cli.context.is_some() => Config::from_kubeconfig(&options).await?,
-        None => Config::infer().await.context("finding a Kubernetes configuration")?,
+        None => Config::infer()
+            .await
+            .context("finding a Kubernetes configuration")?,
     };
     Client::try_from(config).context("building the Kubernetes client")
 }
@@ -63,7 +65,11 @@ fn identity(cli: &Cli) -> String {
 fn lease_namespace(cli: &Cli) -> String {
     cli.lease_namespace
         .clone()
-        .or_else(|| std::fs::read_to_string(NAMESPACE_FILE).ok().map(|s| s.trim().to_owned()))
+        .or_else(|| {
+            std::fs::read_to_string(NAMESPACE_FILE)
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
         .unwrap_or_else(|| "fleetforge-system".to_owned())
 }
 
@@ -129,7 +135,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             retry_period: seconds("retry-period-seconds", cli.retry_period_seconds)?,
         };
         info!(lease = %config.name, namespace = %config.namespace, %identity, "campaigning for leadership");
-        let mut election = Election::start(Api::<Lease>::namespaced(client.clone(), &config.namespace), config);
+        let mut election = Election::start(
+            Api::<Lease>::namespaced(client.clone(), &config.namespace),
+            config,
+        );
         let mut is_leader = election.is_leader.clone();
         // A standby is ready: it serves its purpose by waiting.
         admin.set_ready(true);

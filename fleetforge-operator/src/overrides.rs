@@ -3,11 +3,11 @@
 
 use std::collections::BTreeSet;
 
-use fleetforge_core::plan::{OverrideOutcome, OverrideRequest, OverrideResult};
 use fleetforge_core::CellId;
+use fleetforge_core::plan::{OverrideOutcome, OverrideRequest, OverrideResult};
 use fleetforge_crd::WorldSpec;
 use fleetforge_crd::keys::{ANNOTATION_FORCE_MERGE, ANNOTATION_FORCE_SPLIT, parse_cell_list};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// The field manager that last wrote annotation `key` on `ws`, by its managed
 /// fields: the closest thing to "who asked" the API server records on the object
@@ -42,10 +42,14 @@ pub fn settled(outcomes: &[OverrideOutcome]) -> Vec<&OverrideOutcome> {
         .collect()
 }
 
-/// The JSON merge patch that removes the settled requests from `ws`'s override
-/// annotations, guarded by the `resourceVersion` the plan was made from (so a
-/// request added in the meantime is never dropped), or `None` when there is
-/// nothing to remove.
+/// The JSON patch that removes the settled requests from `ws`'s override
+/// annotations, or `None` when there is nothing to remove.
+///
+/// Each change is preceded by a `test` of the annotation's value as the plan saw
+/// it: a request the user added in the meantime makes the patch fail (and the
+/// reconcile retry) instead of being dropped, while writes to anything else on the
+/// world (its status, say) do not get in the way as a `resourceVersion`
+/// precondition would.
 ///
 /// A force-merge entry may name the parent or one of its children (see
 /// [`fleetforge_crd::resolve_force_merge`]): both spellings of a settled merge go.
@@ -66,7 +70,7 @@ pub fn removal_patch(ws: &WorldSpec, settled: &[&OverrideOutcome]) -> Option<Val
         })
         .collect();
     let annotations = ws.metadata.annotations.as_ref()?;
-    let mut changes = Map::new();
+    let mut ops = Vec::new();
     for (key, done) in [
         (ANNOTATION_FORCE_SPLIT, &|id: &CellId| splits.contains(id)),
         (ANNOTATION_FORCE_MERGE, &|id: &CellId| {
@@ -74,29 +78,34 @@ pub fn removal_patch(ws: &WorldSpec, settled: &[&OverrideOutcome]) -> Option<Val
         }),
     ] as [(&str, &dyn Fn(&CellId) -> bool); 2]
     {
-        let Some(value) = annotations.get(key) else { continue };
+        let Some(value) = annotations.get(key) else {
+            continue;
+        };
         // An unreadable annotation was reported as an invalid spec; leave it be.
-        let Ok(ids) = parse_cell_list(key, value) else { continue };
-        let remaining: Vec<String> = ids.iter().filter(|id| !done(id)).map(ToString::to_string).collect();
+        let Ok(ids) = parse_cell_list(key, value) else {
+            continue;
+        };
+        let remaining: Vec<String> = ids
+            .iter()
+            .filter(|id| !done(id))
+            .map(ToString::to_string)
+            .collect();
         if remaining.len() == ids.len() {
             continue;
         }
-        let new = if remaining.is_empty() {
-            Value::Null
+        // JSON pointer escaping: `/` in the annotation key becomes `~1`.
+        let path = format!(
+            "/metadata/annotations/{}",
+            key.replace('~', "~0").replace('/', "~1")
+        );
+        ops.push(json!({"op": "test", "path": path, "value": value}));
+        ops.push(if remaining.is_empty() {
+            json!({"op": "remove", "path": path})
         } else {
-            Value::String(remaining.join(","))
-        };
-        changes.insert(key.to_owned(), new);
+            json!({"op": "replace", "path": path, "value": remaining.join(",")})
+        });
     }
-    if changes.is_empty() {
-        return None;
-    }
-    Some(json!({
-        "metadata": {
-            "resourceVersion": ws.metadata.resource_version,
-            "annotations": changes,
-        }
-    }))
+    (!ops.is_empty()).then(|| Value::Array(ops))
 }
 
 #[cfg(test)]
@@ -126,7 +135,9 @@ mod tests {
             manager: Some(manager.into()),
             operation: Some("Update".into()),
             time: Some(Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())),
-            fields_v1: Some(FieldsV1(json!({"f:metadata": {"f:annotations": {format!("f:{annotation}"): {}}}}))),
+            fields_v1: Some(FieldsV1(
+                json!({"f:metadata": {"f:annotations": {format!("f:{annotation}"): {}}}}),
+            )),
             ..ManagedFieldsEntry::default()
         }
     }
@@ -139,13 +150,19 @@ mod tests {
             entry("argocd-controller", 200, ANNOTATION_FORCE_SPLIT),
             entry("someone-else", 300, "example.com/other"),
         ]);
-        assert_eq!(requester(&ws, ANNOTATION_FORCE_SPLIT).as_deref(), Some("argocd-controller"));
+        assert_eq!(
+            requester(&ws, ANNOTATION_FORCE_SPLIT).as_deref(),
+            Some("argocd-controller")
+        );
         assert_eq!(requester(&ws, ANNOTATION_FORCE_MERGE), None);
     }
 
     #[test]
     fn settled_requests_are_removed_and_deferred_ones_kept() {
-        let ws = ws_with(&[(ANNOTATION_FORCE_SPLIT, "c0, c1"), (ANNOTATION_FORCE_MERGE, "c2-1")]);
+        let ws = ws_with(&[
+            (ANNOTATION_FORCE_SPLIT, "c0, c1"),
+            (ANNOTATION_FORCE_MERGE, "c2-1"),
+        ]);
         let outcomes = vec![
             OverrideOutcome {
                 request: OverrideRequest::Split(id("c0")),
@@ -164,11 +181,15 @@ mod tests {
         let patch = removal_patch(&ws, &settled(&outcomes)).unwrap();
         assert_eq!(
             patch,
-            json!({"metadata": {"resourceVersion": "42", "annotations": {
-                ANNOTATION_FORCE_SPLIT: "c1",
-                ANNOTATION_FORCE_MERGE: null,
-            }}})
+            json!([
+                {"op": "test", "path": "/metadata/annotations/fleetforge.io~1force-split", "value": "c0, c1"},
+                {"op": "replace", "path": "/metadata/annotations/fleetforge.io~1force-split", "value": "c1"},
+                {"op": "test", "path": "/metadata/annotations/fleetforge.io~1force-merge", "value": "c2-1"},
+                {"op": "remove", "path": "/metadata/annotations/fleetforge.io~1force-merge"},
+            ])
         );
+        // It is a valid JSON patch.
+        serde_json::from_value::<json_patch::Patch>(patch).unwrap();
     }
 
     #[test]

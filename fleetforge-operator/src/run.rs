@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::controller::{Context, Timing, error_policy, reconcile};
+use crate::expectations::Expectations;
 
 /// Which namespaces the operator watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +88,9 @@ pub async fn run_controllers(
     let mut controllers = Vec::new();
     for ns in &namespaces {
         let ns = ns.as_deref();
-        let children = watcher::Config::default().labels(&managed_selector()).any_semantic();
+        let children = watcher::Config::default()
+            .labels(&managed_selector())
+            .any_semantic();
 
         let (pods, pod_writer) = reflector::store::<Pod>();
         let pod_stream = watcher(api_for::<Pod>(&client, ns), children.clone())
@@ -108,16 +111,20 @@ pub async fn run_controllers(
             pods: pods.clone(),
             services: services.clone(),
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300)),
+            expectations: Expectations::new(Duration::from_secs(30)),
             timing: settings.timing.clone(),
         });
         let mut stop = stop.clone();
-        let controller = Controller::new(api_for::<WorldSpec>(&client, ns), watcher::Config::default().any_semantic())
-            .owns_stream(pod_stream)
-            .owns_stream(svc_stream)
-            .with_config(Config::default().concurrency(settings.concurrency))
-            .graceful_shutdown_on(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
+        let controller = Controller::new(
+            api_for::<WorldSpec>(&client, ns),
+            watcher::Config::default().any_semantic(),
+        )
+        .owns_stream(pod_stream)
+        .owns_stream(svc_stream)
+        .with_config(Config::default().concurrency(settings.concurrency))
+        .graceful_shutdown_on(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
         stores.push((controller.store(), pods, services));
         let scope = ns.unwrap_or("*").to_owned();
         controllers.push(

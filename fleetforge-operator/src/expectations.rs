@@ -1,0 +1,206 @@
+//! Read-your-writes for the reconcile: what the operator expects its caches to
+//! show after it wrote, so it never plans from a cache that predates its own last
+//! writes.
+//!
+//! The reflector stores are updated by watch events, which arrive a little after
+//! a write returns. A reconcile woken in between (by another Pod's event, or a
+//! timer) would see a world without the status it just wrote (and so forget a
+//! split it just recorded) or without the Pods it just created (and create them
+//! again). Like the ReplicaSet controller's expectations, the reconcile records
+//! what it wrote and waits until the caches have caught up, or until the
+//! expectation expires so a lost event cannot stall a world for good.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// What one world's last reconcile wrote and expects to see.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// The world's `resourceVersion` before the reconcile wrote to it: a cached
+    /// world still at this version predates the write.
+    pub stale_world_version: Option<String>,
+    /// Cell Pods created, by name: the cache must show them.
+    pub created: BTreeSet<String>,
+    /// Cell Pods deleted, by name and uid: the cache must show them gone or
+    /// terminating.
+    pub deleted: BTreeMap<String, String>,
+    /// Cell Pods handed their space, by name: the cache must show them active.
+    pub activated: BTreeSet<String>,
+}
+
+impl Expected {
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.stale_world_version.is_none()
+            && self.created.is_empty()
+            && self.deleted.is_empty()
+            && self.activated.is_empty()
+    }
+}
+
+/// A cached cell Pod, as far as expectations care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedPod<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its uid.
+    pub uid: &'a str,
+    /// Whether it is being deleted.
+    pub terminating: bool,
+    /// Whether its role annotation says active.
+    pub active: bool,
+}
+
+/// Whether the caches show everything `expected` says was written.
+pub fn satisfied(expected: &Expected, world_version: Option<&str>, pods: &[CachedPod<'_>]) -> bool {
+    if expected.stale_world_version.is_some() && expected.stale_world_version.as_deref() == world_version {
+        return false;
+    }
+    let created = expected.created.iter().all(|n| pods.iter().any(|p| p.name == n));
+    let deleted = expected.deleted.iter().all(|(name, uid)| {
+        !pods
+            .iter()
+            .any(|p| p.name == name && p.uid == uid && !p.terminating)
+    });
+    let activated = expected
+        .activated
+        .iter()
+        .all(|n| pods.iter().any(|p| p.name == n && p.active));
+    created && deleted && activated
+}
+
+/// Expectations of every world, by uid.
+#[derive(Debug)]
+pub struct Expectations {
+    ttl: Duration,
+    by_world: Mutex<HashMap<String, (Expected, Instant)>>,
+}
+
+impl Expectations {
+    /// Expectations that lapse after `ttl` (a watch event lost for good must not
+    /// stall a world).
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            by_world: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records what a reconcile of world `uid` wrote, replacing what was expected
+    /// before (that was satisfied, or the reconcile would not have run).
+    pub fn expect(&self, uid: &str, expected: Expected) {
+        let mut map = self.by_world.lock().unwrap_or_else(|e| e.into_inner());
+        if expected.is_empty() {
+            map.remove(uid);
+        } else {
+            map.insert(uid.to_owned(), (expected, Instant::now()));
+        }
+    }
+
+    /// Whether world `uid` may be planned from caches showing `world_version` and
+    /// `pods`. A satisfied or lapsed expectation is forgotten.
+    pub fn ready(&self, uid: &str, world_version: Option<&str>, pods: &[CachedPod<'_>]) -> bool {
+        let mut map = self.by_world.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((expected, at)) = map.get(uid) else {
+            return true;
+        };
+        if at.elapsed() > self.ttl || satisfied(expected, world_version, pods) {
+            map.remove(uid);
+            return true;
+        }
+        false
+    }
+
+    /// Forgets world `uid` (it was deleted).
+    pub fn forget(&self, uid: &str) {
+        self.by_world
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod<'a>(name: &'a str, uid: &'a str, terminating: bool) -> CachedPod<'a> {
+        CachedPod {
+            name,
+            uid,
+            terminating,
+            active: false,
+        }
+    }
+
+    #[test]
+    fn activated_pods_must_show_as_active() {
+        let e = Expected {
+            activated: ["w-c0-0".to_owned()].into(),
+            ..Expected::default()
+        };
+        let incoming = pod("w-c0-0", "u", false);
+        assert!(!satisfied(&e, None, std::slice::from_ref(&incoming)));
+        let active = CachedPod {
+            active: true,
+            ..incoming
+        };
+        assert!(satisfied(&e, None, &[active]));
+    }
+
+    #[test]
+    fn a_world_cached_at_the_version_before_the_write_is_stale() {
+        let e = Expected {
+            stale_world_version: Some("10".into()),
+            ..Expected::default()
+        };
+        assert!(!satisfied(&e, Some("10"), &[]));
+        assert!(satisfied(&e, Some("11"), &[]));
+    }
+
+    #[test]
+    fn created_pods_must_show_and_deleted_ones_must_go_or_terminate() {
+        let e = Expected {
+            created: ["w-c0-0".to_owned()].into(),
+            deleted: [("w-c0".to_owned(), "u1".to_owned())].into(),
+            ..Expected::default()
+        };
+        assert!(!satisfied(&e, None, &[pod("w-c0", "u1", false)]));
+        assert!(!satisfied(
+            &e,
+            None,
+            &[pod("w-c0-0", "u2", false), pod("w-c0", "u1", false)]
+        ));
+        assert!(satisfied(
+            &e,
+            None,
+            &[pod("w-c0-0", "u2", false), pod("w-c0", "u1", true)]
+        ));
+        assert!(satisfied(&e, None, &[pod("w-c0-0", "u2", false)]));
+        // A new Pod of the same name is not the one deleted.
+        assert!(satisfied(
+            &e,
+            None,
+            &[pod("w-c0-0", "u2", false), pod("w-c0", "u9", false)]
+        ));
+    }
+
+    #[test]
+    fn expectations_are_forgotten_once_met_or_lapsed() {
+        let x = Expectations::new(Duration::from_secs(3600));
+        let e = Expected {
+            created: ["a".to_owned()].into(),
+            ..Expected::default()
+        };
+        x.expect("w", e.clone());
+        assert!(!x.ready("w", None, &[]));
+        assert!(x.ready("w", None, &[pod("a", "1", false)]));
+        assert!(x.ready("w", None, &[]), "met once, forgotten");
+
+        let lapsing = Expectations::new(Duration::ZERO);
+        lapsing.expect("w", e);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(lapsing.ready("w", None, &[]));
+    }
+}

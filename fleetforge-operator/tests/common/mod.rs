@@ -1,0 +1,176 @@
+//! Shared fixtures for the operator's integration tests: a restricted namespace,
+//! sample worlds, an in-process operator scoped to one namespace and run as its
+//! own user (so its writes can be counted in the audit log), and polling helpers.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use fleetforge_crd::WorldSpec;
+use fleetforge_operator::controller::Timing;
+use fleetforge_operator::run::{ControllerSettings, Scope, run_controllers};
+use fleetforge_testenv::{TestEnv, workspace_root};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A namespace enforcing the `restricted` Pod Security Standard.
+pub async fn restricted_namespace(env: &TestEnv, prefix: &str) -> anyhow::Result<String> {
+    let ns = env.create_namespace(prefix).await?;
+    Api::<Namespace>::all(env.client().await?)
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            }}})),
+        )
+        .await?;
+    Ok(ns)
+}
+
+/// The small sample world (`examples/worlds/small.yaml`) named `name` in `ns`.
+pub fn sample_world(ns: &str, name: &str) -> anyhow::Result<WorldSpec> {
+    let path = workspace_root().join("examples/worlds/small.yaml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut ws: WorldSpec = serde_yaml_ng::from_str(&text)?;
+    ws.metadata.namespace = Some(ns.to_owned());
+    ws.metadata.name = Some(name.to_owned());
+    Ok(ws)
+}
+
+/// Creates `ws` and returns it as stored.
+pub async fn create_world(client: &Client, ws: &WorldSpec) -> anyhow::Result<WorldSpec> {
+    let api: Api<WorldSpec> = Api::namespaced(client.clone(), &ws.namespace().unwrap());
+    Ok(api.create(&PostParams::default(), ws).await?)
+}
+
+/// An operator running in this process, watching one namespace.
+pub struct InProcess {
+    /// The user its client authenticates as (for the audit log).
+    pub user: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl InProcess {
+    /// Starts the controllers for `ns` as a `system:masters` user of its own,
+    /// resyncing every `resync`.
+    pub async fn start(env: &TestEnv, ns: &str, resync: Duration) -> anyhow::Result<Self> {
+        let user = format!("operator-{ns}");
+        let client = env.client_for(&user, &["system:masters"]).await?;
+        let (stop, stop_rx) = watch::channel(false);
+        let settings = ControllerSettings {
+            scope: Scope::Namespaces(vec![ns.to_owned()]),
+            concurrency: 4,
+            timing: Timing {
+                resync,
+                busy: Duration::from_millis(500),
+                ..Timing::default()
+            },
+            instance: user.clone(),
+        };
+        let task = tokio::spawn(run_controllers(client, settings, stop_rx, || {}));
+        Ok(Self { user, stop, task })
+    }
+
+    /// Asks the controllers to stop and waits until in-flight reconciles finished.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.send(true).ok();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .context("controllers did not stop within 30s")??;
+        Ok(())
+    }
+}
+
+/// Polls `check` every 100 ms until it yields a value or `timeout` passes.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if Instant::now() >= deadline {
+            match last_error {
+                Some(e) => bail!("{what}: not within {timeout:?} (last error: {e:#})"),
+                None => bail!("{what}: not within {timeout:?}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The world's cell Pods that are not being deleted.
+pub async fn live_cells(client: &Client, ns: &str, world: &str) -> anyhow::Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods
+        .list(&kube::api::ListParams::default().labels(&fleetforge_crd::keys::world_selector(world)))
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect())
+}
+
+/// A condition's status on the world, if set.
+pub fn condition(ws: &WorldSpec, type_: &str) -> Option<(String, String, String)> {
+    ws.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Whether the world's Ready condition is True for its current generation.
+pub fn is_ready(ws: &WorldSpec) -> bool {
+    let generation = ws.metadata.generation;
+    ws.status
+        .as_ref()
+        .is_some_and(|s| s.observed_generation == generation)
+        && condition(ws, "Ready").is_some_and(|(status, _, _)| status == "True")
+}
+
+/// Writes (create, update, patch, delete) `user` made in `ns`, from the API
+/// server's audit log, as `verb resource/name`.
+pub fn writes_by(env: &TestEnv, user: &str, ns: &str) -> anyhow::Result<Vec<String>> {
+    Ok(env
+        .audit_events()?
+        .into_iter()
+        .filter(|e| e["stage"] == "ResponseComplete")
+        .filter(|e| e["user"]["username"] == user)
+        .filter(|e| e["objectRef"]["namespace"] == ns)
+        .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete")))
+        .map(|e| {
+            format!(
+                "{} {}{}/{}",
+                e["verb"].as_str().unwrap_or("?"),
+                e["objectRef"]["resource"].as_str().unwrap_or("?"),
+                e["objectRef"]["subresource"]
+                    .as_str()
+                    .map(|s| format!("/{s}"))
+                    .unwrap_or_default(),
+                e["objectRef"]["name"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect())
+}
+
+/// The value of annotation `key` of a Pod.
+pub fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata.annotations.as_ref()?.get(key).map(String::as_str)
+}
