@@ -12,16 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fleetforge_core::plan::{
-    Action as PlanAction, OverrideRequest, OverrideResult, Plan, Transition, TransitionKind,
-};
-use fleetforge_core::{CellRef, Health, Observed, Role, Timestamp, World};
+use fleetforge_core::plan::{OverrideRequest, OverrideResult, Plan};
+use fleetforge_core::{Health, Timestamp};
 use fleetforge_crd::keys::{ANNOTATION_FORCE_MERGE, ANNOTATION_FORCE_SPLIT, ANNOTATION_ROLE, ROLE_ACTIVE};
 use fleetforge_crd::{WorldSpec, WorldSpecStatus, resolve_force_merge, to_world};
 use fleetforge_obs::metrics as m;
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -29,10 +26,11 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::apply::Executor;
 use crate::backoff::Backoff;
-use crate::cell_pod::{DesiredError, desired_pod, desired_service, keep_live_template};
+use crate::cell_pod::{DesiredError, desired_service};
 use crate::diff::covers;
-use crate::events::{self, event, started_reason};
+use crate::events::{self, event};
 use crate::expectations::{CachedPod, Expectations, Expected};
 use crate::observe::{history_from_status, observe_world};
 use crate::overrides::{removal_patch, requester, settled};
@@ -100,7 +98,7 @@ pub enum Error {
 }
 
 impl Error {
-    fn api(verb: &'static str, object: impl Into<String>, source: kube::Error) -> Self {
+    pub(crate) fn api(verb: &'static str, object: impl Into<String>, source: kube::Error) -> Self {
         let code = match &source {
             kube::Error::Api(s) => s.code.to_string(),
             _ => "none".to_owned(),
@@ -257,7 +255,9 @@ async fn plan_and_apply(
     debug!(transitions = plan.transitions.len(), phase = %plan.summary.phase, "planned");
 
     apply_service(ctx, ws).await?;
-    let progress = execute(ctx, ws, &world, &observed, &plan, pods, now, expected).await?;
+    let progress = Executor::new(ctx, ws, &world, &observed, pods, now, expected)
+        .run(&plan)
+        .await?;
     settle_overrides(ctx, ws, &plan, expected).await?;
     let status = world_status(ws.status.as_ref(), &world, &plan, &observed, generation, now);
     apply_status(ctx, ws, &status, expected).await?;
@@ -285,7 +285,7 @@ fn key_label(namespace: &str, name: &str) -> String {
 
 /// Publishes an Event on the world. An Event that cannot be written is logged and
 /// dropped: it must never fail the reconcile that already did the work.
-async fn publish(ctx: &Context, ws: &WorldSpec, ev: kube::runtime::events::Event) {
+pub(crate) async fn publish(ctx: &Context, ws: &WorldSpec, ev: kube::runtime::events::Event) {
     let reference = ws.object_ref(&());
     if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
         warn!(error = %e, reason = %ev.reason, "could not record Event");
@@ -348,279 +348,6 @@ async fn apply_status(
         .stale_world_version
         .clone_from(&ws.metadata.resource_version);
     Ok(true)
-}
-
-/// What executing a plan left for later.
-#[derive(Debug, Default)]
-struct Progress {
-    /// A step is waiting for something the API server will report (a Pod to
-    /// finish terminating, targets to become ready).
-    waiting: bool,
-}
-
-/// Carries the plan out: each transition's actions in order, stopping a
-/// transition at a hand-over whose targets are not ready yet (the next reconcile
-/// resumes it). Creations that follow one another run concurrently.
-async fn execute(
-    ctx: &Context,
-    ws: &WorldSpec,
-    world: &World,
-    observed: &Observed,
-    plan: &Plan,
-    pods: &[Pod],
-    now: Timestamp,
-    expected: &mut Expected,
-) -> Result<Progress, Error> {
-    let mut progress = Progress::default();
-    for transition in &plan.transitions {
-        if !transition.continues {
-            info!(kind = %transition.kind, reason = %transition.reason, "transition started");
-            metrics::counter!(m::TRANSITIONS, "kind" => transition.kind.to_string()).increment(1);
-            publish(
-                ctx,
-                ws,
-                event(
-                    EventType::Normal,
-                    started_reason(transition.kind),
-                    &transition.kind.to_string(),
-                    transition.reason.clone(),
-                ),
-            )
-            .await;
-        }
-        let per_cell_events = !matches!(
-            transition.kind,
-            TransitionKind::Initialize | TransitionKind::Repartition | TransitionKind::Cleanup
-        );
-        let mut pending_creates = Vec::new();
-        for action in &transition.actions {
-            if let PlanAction::Create { cell, bounds, active } = action {
-                pending_creates.push((cell, bounds, *active));
-                continue;
-            }
-            create_cells(
-                ctx,
-                ws,
-                world,
-                &pending_creates,
-                pods,
-                now,
-                per_cell_events,
-                &mut progress,
-                expected,
-            )
-            .await?;
-            pending_creates.clear();
-            match action {
-                PlanAction::HandOver { to, .. } => {
-                    if !to.iter().all(|t| is_ready(observed, &t.cell)) {
-                        progress.waiting = true;
-                        break;
-                    }
-                    for target in to {
-                        activate(
-                            ctx,
-                            ws,
-                            world,
-                            transition,
-                            &target.cell,
-                            &target.bounds,
-                            pods,
-                            now,
-                        )
-                        .await?;
-                        expected
-                            .activated
-                            .insert(target.cell.process_name(&ws.name_any()));
-                    }
-                }
-                PlanAction::Retire { cell } => retire(ctx, ws, cell, pods, per_cell_events, expected).await?,
-                PlanAction::Create { .. } => {}
-            }
-        }
-        create_cells(
-            ctx,
-            ws,
-            world,
-            &pending_creates,
-            pods,
-            now,
-            per_cell_events,
-            &mut progress,
-            expected,
-        )
-        .await?;
-    }
-    Ok(progress)
-}
-
-fn is_ready(observed: &Observed, cell: &CellRef) -> bool {
-    observed
-        .cells
-        .iter()
-        .any(|c| &c.cell == cell && c.health == Health::Ready)
-}
-
-fn pod_named<'a>(pods: &'a [Pod], name: &str) -> Option<&'a Pod> {
-    pods.iter().find(|p| p.metadata.name.as_deref() == Some(name))
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn create_cells(
-    ctx: &Context,
-    ws: &WorldSpec,
-    world: &World,
-    creates: &[(&CellRef, &fleetforge_core::Bounds, bool)],
-    pods: &[Pod],
-    now: Timestamp,
-    per_cell_events: bool,
-    progress: &mut Progress,
-    expected: &mut Expected,
-) -> Result<(), Error> {
-    if creates.is_empty() {
-        return Ok(());
-    }
-    let namespace = ws.namespace().unwrap_or_default();
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut desired = Vec::with_capacity(creates.len());
-    for (cell, bounds, active) in creates {
-        let role = if *active {
-            Role::Active { since: now }
-        } else {
-            Role::Incoming
-        };
-        let pod = desired_pod(ws, world, cell, bounds, role)?;
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        if let Some(old) = pod_named(pods, &name) {
-            // The name of a Pod still terminating: applying now would only touch
-            // the dying Pod. Its deletion wakes the world again.
-            debug!(pod = %name, terminating = old.metadata.deletion_timestamp.is_some(), "cell Pod name still taken");
-            progress.waiting = true;
-            continue;
-        }
-        desired.push((name, pod));
-    }
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    // Expected before the calls: one that fails after the server acted still
-    // shows up in the cache.
-    expected
-        .created
-        .extend(desired.iter().map(|(name, _)| name.clone()));
-    let created: Vec<String> = futures::stream::iter(desired)
-        .map(|(name, pod)| {
-            let (api, params, namespace) = (api.clone(), params.clone(), namespace.clone());
-            async move {
-                api.patch(&name, &params, &Patch::Apply(&pod))
-                    .await
-                    .map(|_| name.clone())
-                    .map_err(|e| Error::api("apply", format!("pod {namespace}/{name}"), e))
-            }
-        })
-        .buffer_unordered(ctx.timing.create_concurrency.max(1))
-        .try_collect()
-        .await?;
-    metrics::counter!(m::CELLS_CREATED).increment(created.len() as u64);
-    for name in &created {
-        info!(pod = %name, "cell created");
-    }
-    if per_cell_events && !created.is_empty() {
-        publish(
-            ctx,
-            ws,
-            event(
-                EventType::Normal,
-                events::CELL_CREATED,
-                "Create",
-                format!("created cell Pod {}", created.join(", ")),
-            ),
-        )
-        .await;
-    }
-    Ok(())
-}
-
-/// Hands `cell` its space: its Pod is re-applied with role active, keeping the
-/// template it runs.
-#[allow(clippy::too_many_arguments)]
-async fn activate(
-    ctx: &Context,
-    ws: &WorldSpec,
-    world: &World,
-    transition: &Transition,
-    cell: &CellRef,
-    bounds: &fleetforge_core::Bounds,
-    pods: &[Pod],
-    now: Timestamp,
-) -> Result<(), Error> {
-    let desired = desired_pod(ws, world, cell, bounds, Role::Active { since: now })?;
-    let name = desired.metadata.name.clone().unwrap_or_default();
-    let Some(live) = pod_named(pods, &name) else {
-        return Ok(());
-    };
-    let pod = keep_live_template(desired, live);
-    let namespace = ws.namespace().unwrap_or_default();
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&pod),
-    )
-    .await
-    .map_err(|e| Error::api("apply", format!("pod {namespace}/{name}"), e))?;
-    info!(pod = %name, kind = %transition.kind, "cell took over its space");
-    Ok(())
-}
-
-/// Deletes the Pod of `cell`, if it is still the incarnation the plan means.
-async fn retire(
-    ctx: &Context,
-    ws: &WorldSpec,
-    cell: &CellRef,
-    pods: &[Pod],
-    per_cell_event: bool,
-    expected: &mut Expected,
-) -> Result<(), Error> {
-    let name = cell.process_name(&ws.name_any());
-    let Some(live) = pod_named(pods, &name) else {
-        return Ok(());
-    };
-    if live.metadata.deletion_timestamp.is_some() {
-        return Ok(());
-    }
-    let namespace = ws.namespace().unwrap_or_default();
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: live.metadata.uid.clone(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    match api.delete(&name, &params).await {
-        Ok(_) => {
-            let uid = live.metadata.uid.clone().unwrap_or_default();
-            expected.deleted.insert(name.clone(), uid);
-        }
-        // Gone already, or replaced by a Pod of the same name: nothing to retire.
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return Ok(()),
-        Err(e) => return Err(Error::api("delete", format!("pod {namespace}/{name}"), e)),
-    }
-    metrics::counter!(m::CELLS_RETIRED).increment(1);
-    info!(pod = %name, "cell retired");
-    if per_cell_event {
-        publish(
-            ctx,
-            ws,
-            event(
-                EventType::Normal,
-                events::CELL_RETIRED,
-                "Retire",
-                format!("retired cell Pod {name}"),
-            ),
-        )
-        .await;
-    }
-    Ok(())
 }
 
 /// Removes the override requests the plan is done with from the world's

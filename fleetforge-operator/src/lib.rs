@@ -16,11 +16,13 @@
 //! The runtime drives it:
 //!
 //! - [`controller`]: the reconcile (observe, convert, plan, apply) and its error
-//!   policy, with per-world [`backoff`] and [`expectations`] (read-your-writes).
+//!   policy, with per-world [`backoff`] and [`expectations`] (read-your-writes);
+//!   [`apply`] carries a plan out.
 //! - [`run`]: reflectors and one kube-runtime controller per watched namespace.
 //! - [`leader`]: Lease-based leader election.
 //! - [`operator`] and [`cli`]: the process and its command line.
 
+pub mod apply;
 pub mod backoff;
 pub mod cell_pod;
 pub mod cli;

@@ -105,7 +105,7 @@ pub fn removal_patch(ws: &WorldSpec, settled: &[&OverrideOutcome]) -> Option<Val
             json!({"op": "replace", "path": path, "value": remaining.join(",")})
         });
     }
-    (!ops.is_empty()).then(|| Value::Array(ops))
+    (!ops.is_empty()).then_some(Value::Array(ops))
 }
 
 #[cfg(test)]

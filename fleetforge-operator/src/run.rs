@@ -65,6 +65,24 @@ fn slim<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
 }
 
+/// Waits until a store has its initial list; `false` when its writer went away.
+///
+/// The store's readiness is a one-shot channel that wakes only the waiter that
+/// polled it last, and the controller waits on the same store: so each wait is
+/// bounded and polled again rather than trusted to be woken.
+async fn synced<F, Fut>(wait: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(), reflector::store::WriterDropped>>,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), wait()).await {
+            Ok(result) => return result.is_ok(),
+            Err(_elapsed) => continue,
+        }
+    }
+}
+
 /// Runs the controllers until `stop` turns `true`, then lets in-flight reconciles
 /// finish. Calls `on_synced` once every cache has its initial list.
 pub async fn run_controllers(
@@ -144,9 +162,9 @@ pub async fn run_controllers(
 
     tokio::spawn(async move {
         for (worlds, pods, services) in stores {
-            let synced = worlds.wait_until_ready().await.is_ok()
-                && pods.wait_until_ready().await.is_ok()
-                && services.wait_until_ready().await.is_ok();
+            let synced = synced(|| worlds.wait_until_ready()).await
+                && synced(|| pods.wait_until_ready()).await
+                && synced(|| services.wait_until_ready()).await;
             if !synced {
                 warn!("a cache was dropped before it synced");
                 return;

@@ -78,6 +78,10 @@ async fn a_world_becomes_ready_cells_and_a_steady_world_writes_nothing() -> anyh
     create_world(&client, &sample_world(&ns, "meadow")?).await?;
     let ws = ready_world(&client, &ns, "meadow").await?;
     let to_ready = started.elapsed();
+    assert!(
+        operator.synced.load(std::sync::atomic::Ordering::SeqCst),
+        "caches synced"
+    );
 
     // Four cells, labelled and owned by the world, admitted under restricted.
     let pods = live_cells(&client, &ns, "meadow").await?;

@@ -54,6 +54,8 @@ pub async fn create_world(client: &Client, ws: &WorldSpec) -> anyhow::Result<Wor
 pub struct InProcess {
     /// The user its client authenticates as (for the audit log).
     pub user: String,
+    /// Set once the controllers' caches have synced.
+    pub synced: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -75,8 +77,17 @@ impl InProcess {
             },
             instance: user.clone(),
         };
-        let task = tokio::spawn(run_controllers(client, settings, stop_rx, || {}));
-        Ok(Self { user, stop, task })
+        let synced = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = synced.clone();
+        let task = tokio::spawn(run_controllers(client, settings, stop_rx, move || {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }));
+        Ok(Self {
+            user,
+            synced,
+            stop,
+            task,
+        })
     }
 
     /// Asks the controllers to stop and waits until in-flight reconciles finished.
