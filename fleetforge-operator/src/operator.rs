@@ -92,8 +92,14 @@ async fn signal() {
     }
 }
 
-/// Runs the operator until a signal asks it to stop.
+/// Runs the operator until SIGTERM or SIGINT asks it to stop.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    run_until(cli, signal()).await
+}
+
+/// Runs the operator until `shutdown` completes (or leadership is lost), for
+/// embedding it in another program.
+pub async fn run_until(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let metrics = fleetforge_obs::metrics::install_recorder().context("installing the metrics recorder")?;
     let admin = AdminState::new(Some(metrics));
     let client = client(&cli).await?;
@@ -120,7 +126,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         },
     ));
     tokio::spawn(async move {
-        signal().await;
+        shutdown.await;
         let _ = stop_tx.send(true);
     });
 
@@ -143,13 +149,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         // A standby is ready: it serves its purpose by waiting.
         admin.set_ready(true);
         metrics::gauge!(m::LEADER).set(0.0);
-        let outcome = tokio::select! {
-            _ = stopping.wait_for(|s| *s) => Ok(()),
+        // The `wait_for` guards are dropped inside these blocks: they must not be
+        // held while leading.
+        let led = tokio::select! {
+            () = async { let _ = stopping.wait_for(|s| *s).await; } => Ok(false),
             e = election.failed() => Err(anyhow::Error::new(e).context("leader election ended")),
-            led = is_leader.wait_for(|l| *l) => match led {
-                Ok(_) => lead(&client, settings, stop_rx, &admin, &mut election).await,
-                Err(_) => Err(anyhow::anyhow!("leader election ended")),
-            },
+            led = async { is_leader.wait_for(|l| *l).await.is_ok() } => Ok(led),
+        };
+        let outcome = match led {
+            Ok(true) => lead(&client, settings, stop_rx, &admin, &mut election).await,
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
         };
         if outcome.is_ok() {
             election.release().await;

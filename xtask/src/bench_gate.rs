@@ -43,13 +43,15 @@ const COUNTED: [(&str, &str); 2] = [
     ("instructions/plan_changing_per_world", "changing"),
 ];
 
-fn target_dir(root: &Path) -> PathBuf {
+/// The cargo target directory (`$CARGO_TARGET_DIR` or `target/`).
+pub fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
 }
 
-fn cargo() -> String {
+/// The cargo that runs xtask.
+pub fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 

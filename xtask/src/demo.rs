@@ -1,23 +1,35 @@
 //! `cargo xtask demo`: FleetForge on an embedded default. Starts the local control
-//! plane, installs the WorldSpec CRD, applies the sample worlds from
-//! `examples/worlds/`, plans each one with `fleetforge-core` and prints the cells it
-//! starts with, then keeps the control plane up for `kubectl` until Ctrl-C.
+//! plane (cluster profile: scheduler, controller-manager and kwok nodes, so cell
+//! Pods are scheduled and turn Ready), installs the WorldSpec CRD, starts the
+//! operator, applies the sample worlds from `examples/worlds/` and prints each
+//! cell as it becomes Ready, then each world as it turns Ready. Keeps everything
+//! up for `kubectl` until Ctrl-C, or stops there with `--exit`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use fleetforge_core::{Action, Observed, Timestamp, plan};
-use fleetforge_crd::{WorldSpec, to_world};
-use fleetforge_testenv::{Profile, TestEnv};
-use k8s_openapi::api::core::v1::Namespace;
+use anyhow::{Context, bail};
+use clap::Parser;
+use fleetforge_crd::WorldSpec;
+use fleetforge_crd::keys::{ANNOTATION_BOUNDS, ANNOTATION_CELL, ANNOTATION_WORLD, APP_NAME, LABEL_NAME};
+use fleetforge_operator::cli::Cli;
+use fleetforge_testenv::{Options, Profile, TestEnv};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::oneshot;
 
 /// The field manager the demo applies the samples with.
 const MANAGER: &str = "fleetforge-demo";
 
-/// Entry point of `cargo xtask demo`. With `exit`, stops after printing instead of
-/// waiting for Ctrl-C.
+/// How long the worlds get to turn Ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Entry point of `cargo xtask demo`. With `exit`, stops once every world is
+/// Ready instead of waiting for Ctrl-C.
 pub fn run(root: &Path, exit: bool) -> anyhow::Result<()> {
     crate::k8s::run(root, false)?;
     tokio::runtime::Builder::new_multi_thread()
@@ -26,32 +38,86 @@ pub fn run(root: &Path, exit: bool) -> anyhow::Result<()> {
         .block_on(demo(root, exit))
 }
 
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn world_ready(ws: &WorldSpec) -> bool {
+    ws.status.as_ref().is_some_and(|s| {
+        s.observed_generation == ws.metadata.generation
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
 async fn demo(root: &Path, exit: bool) -> anyhow::Result<()> {
-    println!("starting the local control plane (etcd + kube-apiserver, RBAC and PodSecurity on) ...");
-    let env = TestEnv::start(Profile::ApiServer).await?;
+    fleetforge_obs::init_logging(fleetforge_obs::LogFormat::Text, "warn")?;
+    println!("starting the local control plane (etcd, kube-apiserver with RBAC and PodSecurity,");
+    println!("controller-manager, scheduler, kwok nodes) ...");
+    let env = TestEnv::start_with(Options::new(Profile::Cluster).nodes(3)).await?;
     println!(
         "control plane up in {:.1}s at {}; the WorldSpec CRD is installed",
         env.startup_time().as_secs_f64(),
         env.server_url()
     );
     let client = env.client().await?;
+    let kubeconfig = env.admin_kubeconfig().display().to_string();
 
-    let dir = root.join("examples").join("worlds");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    for path in &files {
-        let text = std::fs::read_to_string(path)?;
+    // The operator, as its binary runs it (leader election included).
+    let cli = Cli::try_parse_from([
+        "fleetforge-operator",
+        "--kubeconfig",
+        &kubeconfig,
+        "--lease-namespace",
+        "default",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--log-format",
+        "text",
+    ])?;
+    let (stop_operator, stopped) = oneshot::channel::<()>();
+    let operator = tokio::spawn(fleetforge_operator::operator::run_until(cli, async move {
+        let _ = stopped.await;
+    }));
+    println!("operator started");
+
+    // Print every cell once it is Ready.
+    let cells = Api::<Pod>::all(client.clone());
+    let printer = tokio::spawn(async move {
+        let mut seen = BTreeSet::new();
+        let config = watcher::Config::default().labels(&format!("{LABEL_NAME}={APP_NAME}"));
+        let mut pods = watcher(cells, config).default_backoff().applied_objects().boxed();
+        while let Some(Ok(pod)) = pods.next().await {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            if !is_ready(&pod) || !seen.insert(name.clone()) {
+                continue;
+            }
+            let a = pod.metadata.annotations.clone().unwrap_or_default();
+            let get = |k: &str| a.get(k).cloned().unwrap_or_default();
+            let ip = pod.status.and_then(|s| s.pod_ip).unwrap_or_default();
+            println!(
+                "  cell ready: {:<10} {:<8} {name:<24} {ip:<15} {}",
+                get(ANNOTATION_WORLD),
+                get(ANNOTATION_CELL),
+                get(ANNOTATION_BOUNDS)
+            );
+        }
+    });
+
+    let started = Instant::now();
+    for path in sample_files(root)? {
+        let text = std::fs::read_to_string(&path)?;
         let ws: WorldSpec = serde_yaml_ng::from_str(&text)
             .with_context(|| format!("{} is not a WorldSpec", path.display()))?;
         let ns = ws.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let name = ws.metadata.name.clone().context("a sample world has no name")?;
         let namespace: Namespace = serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}
         }))?;
         Api::<Namespace>::all(client.clone())
             .patch(&ns, &PatchParams::apply(MANAGER), &Patch::Apply(&namespace))
@@ -63,44 +129,59 @@ async fn demo(root: &Path, exit: bool) -> anyhow::Result<()> {
         println!("applied {} ({ns}/{name})", path.display());
     }
 
-    // Read the worlds back as the operator will, and plan them.
-    let worlds = Api::<WorldSpec>::all(client.clone())
-        .list(&ListParams::default())
-        .await?;
-    for ws in &worlds.items {
-        let world = match to_world(ws) {
-            Ok(w) => w,
-            Err(e) => {
+    // Wait for every world to turn Ready.
+    let worlds = Api::<WorldSpec>::all(client.clone());
+    let mut ready: BTreeMap<String, Duration> = BTreeMap::new();
+    loop {
+        let list = worlds.list(&ListParams::default()).await?;
+        for ws in &list.items {
+            let key = format!(
+                "{}/{}",
+                ws.metadata.namespace.as_deref().unwrap_or_default(),
+                ws.metadata.name.as_deref().unwrap_or_default()
+            );
+            if world_ready(ws) && !ready.contains_key(&key) {
+                let cells = ws.status.as_ref().and_then(|s| s.ready_cells).unwrap_or(0);
                 println!(
-                    "world {}: invalid: {e}",
-                    ws.metadata.name.as_deref().unwrap_or("?")
+                    "world ready: {key} with {cells} cells, {:.2}s after the samples were applied",
+                    started.elapsed().as_secs_f64()
                 );
-                continue;
-            }
-        };
-        let p = plan(&world, &Observed::default(), Timestamp(0));
-        println!(
-            "\nworld {} ({}-D, {} cells, up to {}):",
-            world.name,
-            world.bounds.dims(),
-            world.initial_cells,
-            world.policy.max_cells
-        );
-        for action in p.actions() {
-            if let Action::Create { cell, bounds, .. } = action {
-                println!("  {:<24} {bounds}", cell.process_name(&world.name));
+                ready.insert(key, started.elapsed());
             }
         }
+        if !list.items.is_empty() && ready.len() == list.items.len() {
+            break;
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            bail!(
+                "not every world was Ready within {READY_TIMEOUT:?}; ready: {:?}; see kubectl --kubeconfig {kubeconfig} get ws -A",
+                ready.keys().collect::<Vec<_>>()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let kubeconfig = env.admin_kubeconfig().display().to_string();
     println!("\nkubeconfig: {kubeconfig}");
     println!("try: kubectl --kubeconfig {kubeconfig} get worldspecs -A");
-    if exit {
-        return Ok(());
+    if !exit {
+        println!("the control plane and the operator stay up until Ctrl-C");
+        tokio::signal::ctrl_c().await?;
     }
-    println!("the control plane stays up until Ctrl-C");
-    tokio::signal::ctrl_c().await?;
     println!("stopping");
+    printer.abort();
+    let _ = stop_operator.send(());
+    operator.await??;
     Ok(())
+}
+
+fn sample_files(root: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let dir = root.join("examples").join("worlds");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    Ok(files)
 }

@@ -5,6 +5,7 @@ mod bench_gate;
 mod crdgen;
 mod demo;
 mod k8s;
+mod load;
 
 use std::path::PathBuf;
 
@@ -34,11 +35,23 @@ enum Task {
         print_dir: bool,
     },
     /// The main job on an embedded default: start the local control plane, install
-    /// the CRD, apply the sample worlds and print the cells each starts with.
+    /// the CRD, start the operator, apply the sample worlds and print the cells as
+    /// they become Ready.
     Demo {
-        /// Stop after printing instead of keeping the control plane up until Ctrl-C.
+        /// Stop once every world is Ready instead of keeping everything up until
+        /// Ctrl-C.
         #[arg(long)]
         exit: bool,
+    },
+    /// Load run: the operator binary (release) with many worlds on the local
+    /// cluster; prints time to Ready, API writes per cell and memory.
+    Load {
+        /// How many worlds.
+        #[arg(long, default_value_t = 100)]
+        worlds: usize,
+        /// Cells per world.
+        #[arg(long, default_value_t = 4)]
+        cells: u32,
     },
     /// Run the planner benchmarks and compare them with the committed baseline.
     BenchGate {
@@ -64,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         Task::Crdgen { check } => crdgen::run(&root, check),
         Task::K8s { print_dir } => k8s::run(&root, print_dir),
         Task::Demo { exit } => demo::run(&root, exit),
+        Task::Load { worlds, cells } => load::run(&root, worlds, cells),
         Task::BenchGate { short, update } => bench_gate::run_gate(&root, short, update),
     }
 }
