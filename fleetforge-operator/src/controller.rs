@@ -397,3 +397,134 @@ async fn settle_overrides(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Error paths the real API server cannot be made to produce on demand: a
+    //! mock answers every call, failing the ones a test names.
+
+    use std::sync::Mutex;
+
+    use http::{Request, Response, StatusCode};
+    use kube::client::Body;
+    use kube::runtime::events::Reporter;
+    use kube::runtime::reflector;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// Answers the API calls of a reconcile: writes echo the world (for world
+    /// paths) or the request body, except the ones `fail` says, which get the
+    /// status code it returns.
+    fn mock_client(
+        ws: WorldSpec,
+        fail: impl Fn(&str, &str) -> Option<u16> + Send + Sync + 'static,
+    ) -> Client {
+        let fail = Arc::new(fail);
+        let service = tower::service_fn(move |req: Request<Body>| {
+            let (ws, fail) = (ws.clone(), fail.clone());
+            async move {
+                let method = req.method().to_string();
+                let path = req.uri().path().to_owned();
+                let body = req.into_body().collect_bytes().await.unwrap_or_default();
+                let (code, json) = match fail(&method, &path) {
+                    Some(code) => (
+                        code,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
+                               "reason": "Mocked", "message": format!("mocked {code} for {method} {path}")}),
+                    ),
+                    None if path.contains("/worldspecs/") => (200, serde_json::to_value(&ws).unwrap()),
+                    None => (200, serde_json::from_slice::<Value>(&body).unwrap_or(json!({}))),
+                };
+                let response = Response::builder()
+                    .status(StatusCode::from_u16(code).unwrap())
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&json).unwrap()))
+                    .unwrap();
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        Client::new(service, "games")
+    }
+
+    fn context(client: Client) -> Arc<Context> {
+        let (pods, _) = reflector::store::<Pod>();
+        let (services, _) = reflector::store::<Service>();
+        Arc::new(Context {
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "test".into(),
+                    instance: None,
+                },
+            ),
+            client,
+            pods,
+            services,
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
+            expectations: Expectations::new(Duration::ZERO),
+            timing: Timing::default(),
+        })
+    }
+
+    fn world() -> Arc<WorldSpec> {
+        let (mut ws, _) = crate::testutil::world_spec("meadow");
+        ws.metadata.resource_version = Some("1".into());
+        ws.metadata.generation = Some(1);
+        Arc::new(ws)
+    }
+
+    #[tokio::test]
+    async fn throttling_and_conflicts_are_retried_with_growing_backoff_reset_by_success() {
+        let ws = world();
+        // The first two attempts meet a 429 on the Service, then a 409 on a Pod.
+        let attempt = Arc::new(Mutex::new(0u32));
+        let seen = attempt.clone();
+        let client = mock_client((*ws).clone(), move |method, path| {
+            let n = *seen.lock().unwrap();
+            match (n, method, path) {
+                (0, "PATCH", p) if p.contains("/services/") => Some(429),
+                (1, "PATCH", p) if p.contains("/pods/") => Some(409),
+                _ => None,
+            }
+        });
+        let ctx = context(client);
+        let key = ObjectRef::from_obj(&*ws);
+
+        for (failures, expected_code) in [(1, 429), (2, 409)] {
+            let err = reconcile(ws.clone(), ctx.clone()).await.unwrap_err();
+            match &err {
+                Error::Api {
+                    source: kube::Error::Api(s),
+                    ..
+                } => assert_eq!(s.code, expected_code, "{err}"),
+                other => panic!("expected an API error, got {other}"),
+            }
+            // The retry is scheduled, not a crash, and the world's count grows.
+            assert_ne!(
+                error_policy(ws.clone(), &err, ctx.clone()),
+                Action::await_change()
+            );
+            assert_eq!(ctx.backoff.failures(&key), failures);
+            *attempt.lock().unwrap() += 1;
+        }
+
+        reconcile(ws.clone(), ctx.clone()).await.unwrap();
+        assert_eq!(
+            ctx.backoff.failures(&key),
+            0,
+            "a success resets the world's backoff"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_world_without_a_uid_is_left_alone_without_a_call() {
+        let mut ws = (*world()).clone();
+        ws.metadata.uid = None;
+        let client = mock_client(ws.clone(), |method, path| {
+            panic!("unexpected call {method} {path}")
+        });
+        let action = reconcile(Arc::new(ws), context(client)).await.unwrap();
+        assert_eq!(action, Action::await_change());
+    }
+}
