@@ -337,16 +337,18 @@ async fn apply_status(
         "kind": WorldSpec::kind(&()),
         "status": desired,
     });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|e| Error::api("apply", format!("worldspec {namespace}/{name} status"), e))?;
-    expected
-        .stale_world_version
-        .clone_from(&ws.metadata.resource_version);
+    let written = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| Error::api("apply", format!("worldspec {namespace}/{name} status"), e))?;
+    expected.wrote_world(
+        ws.metadata.resource_version.as_deref(),
+        written.metadata.resource_version.as_deref(),
+    );
     Ok(true)
 }
 
@@ -366,12 +368,14 @@ async fn settle_overrides(
     let namespace = ws.namespace().unwrap_or_default();
     let name = ws.name_any();
     let api: Api<WorldSpec> = Api::namespaced(ctx.client.clone(), &namespace);
-    api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+    let written = api
+        .patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
         .await
         .map_err(|e| Error::api("patch", format!("worldspec {namespace}/{name} annotations"), e))?;
-    expected
-        .stale_world_version
-        .clone_from(&ws.metadata.resource_version);
+    expected.wrote_world(
+        ws.metadata.resource_version.as_deref(),
+        written.metadata.resource_version.as_deref(),
+    );
     for outcome in done {
         let (key, what) = match &outcome.request {
             OverrideRequest::Split(id) => (ANNOTATION_FORCE_SPLIT, format!("force-split of {id}")),

@@ -17,9 +17,13 @@ use std::time::{Duration, Instant};
 /// What one world's last reconcile wrote and expects to see.
 #[derive(Debug, Clone, Default)]
 pub struct Expected {
-    /// The world's `resourceVersion` before the reconcile wrote to it: a cached
-    /// world still at this version predates the write.
-    pub stale_world_version: Option<String>,
+    /// Versions of the world that predate the reconcile's last write to it: the
+    /// one it read, and what each earlier write of the same reconcile returned
+    /// (an annotation patch before the status). A cached world at any of them
+    /// lacks something the reconcile wrote.
+    pub stale_world_versions: BTreeSet<String>,
+    /// What the last write to the world returned.
+    pub last_world_version: Option<String>,
     /// Cell Pods created, by name: the cache must show them.
     pub created: BTreeSet<String>,
     /// Cell Pods deleted, by name and uid: the cache must show them gone or
@@ -30,9 +34,17 @@ pub struct Expected {
 }
 
 impl Expected {
+    /// Records a write to the world, made from a world read at `read` and
+    /// answered with `written`.
+    pub fn wrote_world(&mut self, read: Option<&str>, written: Option<&str>) {
+        self.stale_world_versions.extend(read.map(str::to_owned));
+        self.stale_world_versions.extend(self.last_world_version.take());
+        self.last_world_version = written.map(str::to_owned);
+    }
+
     /// Whether nothing was written.
     pub fn is_empty(&self) -> bool {
-        self.stale_world_version.is_none()
+        self.stale_world_versions.is_empty()
             && self.created.is_empty()
             && self.deleted.is_empty()
             && self.activated.is_empty()
@@ -54,7 +66,7 @@ pub struct CachedPod<'a> {
 
 /// Whether the caches show everything `expected` says was written.
 pub fn satisfied(expected: &Expected, world_version: Option<&str>, pods: &[CachedPod<'_>]) -> bool {
-    if expected.stale_world_version.is_some() && expected.stale_world_version.as_deref() == world_version {
+    if world_version.is_some_and(|v| expected.stale_world_versions.contains(v)) {
         return false;
     }
     let created = expected.created.iter().all(|n| pods.iter().any(|p| p.name == n));
@@ -150,13 +162,18 @@ mod tests {
     }
 
     #[test]
-    fn a_world_cached_at_the_version_before_the_write_is_stale() {
-        let e = Expected {
-            stale_world_version: Some("10".into()),
-            ..Expected::default()
-        };
+    fn a_world_cached_before_the_last_write_of_the_reconcile_is_stale() {
+        let mut e = Expected::default();
+        // Read at 10, annotations patched (11), then status (12).
+        e.wrote_world(Some("10"), Some("11"));
+        e.wrote_world(Some("10"), Some("12"));
         assert!(!satisfied(&e, Some("10"), &[]));
-        assert!(satisfied(&e, Some("11"), &[]));
+        assert!(
+            !satisfied(&e, Some("11"), &[]),
+            "the status write is not in it yet"
+        );
+        assert!(satisfied(&e, Some("12"), &[]));
+        assert!(satisfied(&e, Some("13"), &[]), "someone else wrote after us");
     }
 
     #[test]

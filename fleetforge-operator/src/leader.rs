@@ -332,10 +332,19 @@ async fn campaign(
                 }
                 _ = &mut sleep => break,
                 change = changes.next(), if !leader => {
-                    if let Some(Ok(lease)) = change
-                        && holder(&lease).is_none()
-                    {
+                    let Some(Ok(lease)) = change else { continue };
+                    if holder(&lease).is_none() {
                         break;
+                    }
+                    // A renewal: the holder's term starts over from now, on our
+                    // clock. Tracking renewals as they happen is what lets a dead
+                    // holder be noticed one lease duration after its last renewal.
+                    let rv = lease.metadata.resource_version.clone();
+                    if seen.as_ref().map(|s| &s.resource_version) != Some(&rv) {
+                        let now = Instant::now();
+                        seen = Some(Seen { resource_version: rv, since: now });
+                        let term = duration_of(&lease, config.lease_duration);
+                        sleep.as_mut().reset((now + term.max(config.retry_period)).into());
                     }
                 }
             }
