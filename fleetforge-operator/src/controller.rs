@@ -369,7 +369,14 @@ async fn settle_overrides(
     let name = ws.name_any();
     let api: Api<WorldSpec> = Api::namespaced(ctx.client.clone(), &namespace);
     let written = api
-        .patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .patch(
+            &name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PatchParams::default()
+            },
+            &Patch::<()>::Json(patch),
+        )
         .await
         .map_err(|e| Error::api("patch", format!("worldspec {namespace}/{name} annotations"), e))?;
     expected.wrote_world(

@@ -2,36 +2,25 @@
 //! `restricted` enforced on the namespace, and the Pod read back from the server
 //! observed as the cell it was built for.
 
+mod common;
+
 use anyhow::{Context as _, bail, ensure};
+use common::{restricted_namespace, sample_world};
 use fleetforge_core::{Action, Health, Observed, Role, Timestamp, plan};
 use fleetforge_crd::{WorldSpec, to_world};
 use fleetforge_operator::{desired_pod, desired_service, observed_cell};
-use fleetforge_testenv::{Profile, TestEnv, workspace_root};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use serde_json::json;
+use fleetforge_testenv::{Profile, TestEnv};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, PostParams};
 
 #[tokio::test]
 async fn cell_pod_and_service_are_admitted_under_restricted_pod_security() -> anyhow::Result<()> {
     let env = TestEnv::shared(Profile::ApiServer).await?;
     let client = env.client().await?;
-    let ns = env.create_namespace("cell-pod-restricted").await?;
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            &ns,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {
-                "pod-security.kubernetes.io/enforce": "restricted",
-                "pod-security.kubernetes.io/enforce-version": "latest",
-            }}})),
-        )
-        .await?;
+    let ns = restricted_namespace(env, "cell-pod-restricted").await?;
 
     // The sample world, created in the test's namespace.
-    let path = workspace_root().join("examples/worlds/small.yaml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut ws: WorldSpec = serde_yaml_ng::from_str(&text)?;
-    ws.metadata.namespace = Some(ns.clone());
+    let ws = sample_world(&ns, "meadow")?;
     let worlds: Api<WorldSpec> = Api::namespaced(client.clone(), &ns);
     let ws = worlds.create(&PostParams::default(), &ws).await?;
     let world = to_world(&ws)?;

@@ -122,9 +122,9 @@ async fn a_world_becomes_ready_cells_and_a_steady_world_writes_nothing() -> anyh
     );
 
     // Steady: several resyncs (one a second) and not a single write.
-    let writes = writes_by(env, &operator.user, &ns)?;
+    let writes = env.writes_by(&operator.user, &ns)?;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let later = writes_by(env, &operator.user, &ns)?;
+    let later = env.writes_by(&operator.user, &ns)?;
     assert_eq!(later, writes, "a steady world was written to");
     let pod_writes = writes.iter().filter(|w| w.contains(" pods/")).count();
     println!(

@@ -212,6 +212,30 @@ async fn one_leader_reconciles_and_a_standby_takes_over_on_sigterm_and_sigkill()
     if !replicas.iter().any(|r| r.identity == third) {
         bail!("{third} took over but is not the remaining replica");
     }
+
+    // A leader that finds the Lease taken from it exits, with a failure, rather
+    // than act on as a zombie.
+    let leases = Api::<Lease>::namespaced(client.clone(), &ns);
+    leases
+        .patch(
+            LEASE,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"holderIdentity": "intruder"}})),
+        )
+        .await?;
+    let last = replicas.iter_mut().find(|r| r.identity == third).unwrap();
+    let status = eventually("the displaced leader exits", Duration::from_secs(20), || {
+        let status = last.child.try_wait();
+        async move { Ok(status?) }
+    })
+    .await?;
+    ensure!(
+        !status.success(),
+        "a displaced leader must fail, not exit cleanly: {status}"
+    );
+    let log = std::fs::read_to_string(&last.log)?;
+    ensure!(log.contains("intruder"), "the exit names the new holder: {log}");
+
     println!(
         "figures: leader hand-over gap on SIGTERM {:.3}s, on SIGKILL {:.3}s (lease duration 3s)",
         term_gap.as_secs_f64(),

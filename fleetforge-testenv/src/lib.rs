@@ -596,6 +596,34 @@ impl TestEnv {
             .collect())
     }
 
+    /// The writes (create, update, patch, delete) `user` made in `namespace` so
+    /// far, in order, each as `verb resource[/subresource]/name` (for example
+    /// `patch worldspecs/status/meadow`): what a test counts to prove a controller
+    /// writes only when something changed.
+    pub fn writes_by(&self, user: &str, namespace: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .audit_events()?
+            .into_iter()
+            .filter(|e| e["stage"] == "ResponseComplete")
+            .filter(|e| e["user"]["username"] == user)
+            .filter(|e| e["objectRef"]["namespace"] == namespace)
+            .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete")))
+            .map(|e| {
+                let o = &e["objectRef"];
+                let sub = o["subresource"]
+                    .as_str()
+                    .map(|s| format!("/{s}"))
+                    .unwrap_or_default();
+                format!(
+                    "{} {}{sub}/{}",
+                    e["verb"].as_str().unwrap_or("?"),
+                    o["resource"].as_str().unwrap_or("?"),
+                    o["name"].as_str().unwrap_or("?"),
+                )
+            })
+            .collect())
+    }
+
     /// A client acting as the cluster admin (group `system:masters`).
     pub async fn client(&self) -> anyhow::Result<Client> {
         client_from_kubeconfig(&self.admin_kubeconfig).await

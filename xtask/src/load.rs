@@ -69,14 +69,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn writes(env: &TestEnv, ns: &str) -> anyhow::Result<usize> {
-    Ok(env
-        .audit_events()?
-        .iter()
-        .filter(|e| e["stage"] == "ResponseComplete")
-        .filter(|e| e["user"]["username"] == OPERATOR_USER)
-        .filter(|e| e["objectRef"]["namespace"] == ns)
-        .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete")))
-        .count())
+    Ok(env.writes_by(OPERATOR_USER, ns)?.len())
 }
 
 async fn load(root: &Path, binary: &Path, worlds: usize, cells: u32) -> anyhow::Result<()> {

@@ -156,31 +156,6 @@ pub fn is_ready(ws: &WorldSpec) -> bool {
         && condition(ws, "Ready").is_some_and(|(status, _, _)| status == "True")
 }
 
-/// Writes (create, update, patch, delete) `user` made in `ns`, from the API
-/// server's audit log, as `verb resource/name`.
-pub fn writes_by(env: &TestEnv, user: &str, ns: &str) -> anyhow::Result<Vec<String>> {
-    Ok(env
-        .audit_events()?
-        .into_iter()
-        .filter(|e| e["stage"] == "ResponseComplete")
-        .filter(|e| e["user"]["username"] == user)
-        .filter(|e| e["objectRef"]["namespace"] == ns)
-        .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete")))
-        .map(|e| {
-            format!(
-                "{} {}{}/{}",
-                e["verb"].as_str().unwrap_or("?"),
-                e["objectRef"]["resource"].as_str().unwrap_or("?"),
-                e["objectRef"]["subresource"]
-                    .as_str()
-                    .map(|s| format!("/{s}"))
-                    .unwrap_or_default(),
-                e["objectRef"]["name"].as_str().unwrap_or("?"),
-            )
-        })
-        .collect())
-}
-
 /// The value of annotation `key` of a Pod.
 pub fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
     pod.metadata.annotations.as_ref()?.get(key).map(String::as_str)

@@ -1,0 +1,208 @@
+//! The manifests in `deploy/` against a real API server (RBAC and PodSecurity
+//! on): they all apply, and the operator running with nothing but the shipped
+//! RBAC (its ServiceAccount, impersonated) elects itself leader and brings a
+//! world to Ready, while it is denied what it must not do and people get the
+//! WorldSpec rights their roles say.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use common::*;
+use fleetforge_crd::WorldSpec;
+use fleetforge_operator::controller::Timing;
+use fleetforge_operator::leader::{Election, LeaderConfig};
+use fleetforge_operator::run::{ControllerSettings, Scope, run_controllers};
+use fleetforge_testenv::{Options, Profile, TestEnv, workspace_root};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::discovery::{Discovery, Scope as ApiScope};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+
+const OPERATOR_NS: &str = "fleetforge-system";
+const OPERATOR_SA: &str = "fleetforge-operator";
+
+/// Every object of the kustomize base, in the order its `resources` list them.
+fn base_objects() -> anyhow::Result<Vec<DynamicObject>> {
+    let dir = workspace_root().join("deploy");
+    let kustomization: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml"))?)?;
+    let mut objects = Vec::new();
+    for file in kustomization["resources"].as_sequence().context("no resources")? {
+        let path = dir.join(file.as_str().context("resource is not a path")?);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let value = serde_yaml_ng::Value::deserialize(doc)?;
+            if value.is_null() {
+                continue;
+            }
+            let obj: DynamicObject = serde_yaml_ng::from_value(value)
+                .with_context(|| format!("an object in {}", path.display()))?;
+            objects.push(obj);
+        }
+    }
+    Ok(objects)
+}
+
+use serde::Deserialize as _;
+
+/// Server-side applies `obj` (a dry run when `dry_run`).
+async fn apply(
+    client: &Client,
+    discovery: &Discovery,
+    obj: &DynamicObject,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let types = obj.types.as_ref().context("object without apiVersion/kind")?;
+    let gvk = kube::api::GroupVersionKind::try_from(types)?;
+    let (resource, caps) = discovery
+        .resolve_gvk(&gvk)
+        .with_context(|| format!("the API server does not serve {gvk:?}"))?;
+    let api: Api<DynamicObject> = match caps.scope {
+        ApiScope::Namespaced => {
+            Api::namespaced_with(client.clone(), &obj.namespace().unwrap_or_default(), &resource)
+        }
+        ApiScope::Cluster => Api::all_with(client.clone(), &resource),
+    };
+    let mut params = PatchParams::apply("fleetforge-deploy-test").force();
+    params.dry_run = dry_run;
+    api.patch(&obj.name_any(), &params, &Patch::Apply(obj))
+        .await
+        .with_context(|| format!("applying {} {}", types.kind, obj.name_any()))?;
+    Ok(())
+}
+
+fn forbidden<T>(result: Result<T, kube::Error>) -> bool {
+    matches!(result, Err(kube::Error::Api(s)) if s.code == 403)
+}
+
+#[tokio::test]
+async fn the_operator_runs_with_the_shipped_rbac_only() -> anyhow::Result<()> {
+    let env = TestEnv::start_with(Options::new(Profile::Cluster).nodes(1)).await?;
+    let admin = env.client().await?;
+    let discovery = Discovery::new(admin.clone()).run().await?;
+
+    // Every manifest passes a server-side dry run (the namespace is created
+    // first: a dry run does not create what the others live in), then applies.
+    let objects = base_objects()?;
+    let namespace = objects
+        .iter()
+        .find(|o| o.types.as_ref().is_some_and(|t| t.kind == "Namespace"));
+    apply(
+        &admin,
+        &discovery,
+        namespace.context("the base has no Namespace")?,
+        false,
+    )
+    .await?;
+    for obj in &objects {
+        apply(&admin, &discovery, obj, true).await?;
+    }
+    for obj in &objects {
+        apply(&admin, &discovery, obj, false).await?;
+    }
+
+    // The operator as its ServiceAccount: leader election and controllers.
+    let operator = env.impersonate_service_account(OPERATOR_NS, OPERATOR_SA).await?;
+    let election = Election::start(
+        Api::<Lease>::namespaced(operator.clone(), OPERATOR_NS),
+        LeaderConfig {
+            namespace: OPERATOR_NS.to_owned(),
+            name: "fleetforge-operator".to_owned(),
+            identity: "rbac-test".to_owned(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        },
+    );
+    let mut is_leader = election.is_leader.clone();
+    tokio::time::timeout(Duration::from_secs(30), is_leader.wait_for(|l| *l))
+        .await
+        .context("no leadership within 30s under the shipped Role")??;
+    let (stop, stop_rx) = watch::channel(false);
+    let settings = ControllerSettings {
+        scope: Scope::All,
+        concurrency: 4,
+        timing: Timing::default(),
+        instance: "rbac-test".to_owned(),
+    };
+    let controllers = tokio::spawn(run_controllers(operator.clone(), settings, stop_rx, || {}));
+
+    let ns = restricted_namespace(&env, "rbac-world").await?;
+    create_world(&admin, &sample_world(&ns, "meadow")?).await?;
+    let worlds: Api<WorldSpec> = Api::namespaced(admin.clone(), &ns);
+    eventually(
+        "the world Ready under the shipped RBAC",
+        Duration::from_secs(60),
+        || async { Ok(is_ready(&worlds.get("meadow").await?).then_some(())) },
+    )
+    .await?;
+
+    // What the operator must not do.
+    if !forbidden(
+        Api::<Secret>::namespaced(operator.clone(), OPERATOR_NS)
+            .list(&ListParams::default())
+            .await,
+    ) {
+        bail!("the operator can list Secrets in its own namespace");
+    }
+    if !forbidden(Api::<Secret>::namespaced(operator.clone(), &ns).get("any").await) {
+        bail!("the operator can read Secrets in a game namespace");
+    }
+    if !forbidden(
+        Api::<Lease>::namespaced(operator.clone(), "kube-system")
+            .list(&ListParams::default())
+            .await,
+    ) {
+        bail!("the operator can read other namespaces' Leases");
+    }
+
+    // People: fleetforge-viewer reads but does not write; the built-in `edit`
+    // role carries WorldSpec rights through aggregation.
+    let bindings: Api<RoleBinding> = Api::namespaced(admin.clone(), &ns);
+    for (user, role) in [("alice", "fleetforge-viewer"), ("bob", "edit")] {
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": format!("{user}-{role}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        }))?;
+        bindings.create(&PostParams::default(), &binding).await?;
+    }
+    let alice: Api<WorldSpec> = Api::namespaced(env.client_for("alice", &[]).await?, &ns);
+    let bob: Api<WorldSpec> = Api::namespaced(env.client_for("bob", &[]).await?, &ns);
+    let label = Patch::Merge(json!({"metadata": {"labels": {"team": "blue"}}}));
+    eventually("alice reads worlds", Duration::from_secs(10), || async {
+        Ok(alice
+            .list(&ListParams::default())
+            .await
+            .ok()
+            .map(|l| l.items.len()))
+    })
+    .await?;
+    if !forbidden(alice.patch("meadow", &PatchParams::default(), &label).await) {
+        bail!("a fleetforge-viewer could change a world");
+    }
+    eventually(
+        "bob edits worlds through the aggregated edit role",
+        Duration::from_secs(10),
+        || async {
+            Ok(bob
+                .patch("meadow", &PatchParams::default(), &label)
+                .await
+                .ok()
+                .map(|_| ()))
+        },
+    )
+    .await?;
+
+    stop.send(true).ok();
+    controllers.await?;
+    election.release().await;
+    Ok(())
+}
