@@ -27,6 +27,8 @@ pub const CELLS_RETIRED: &str = "fleetforge_cells_retired_total";
 pub const API_ERRORS: &str = "fleetforge_api_errors_total";
 /// 1 while this instance holds the leader lease, else 0.
 pub const LEADER: &str = "fleetforge_leader";
+/// Permissions the operator holds beyond its documented set (startup self-check).
+pub const EXCESS_PERMISSIONS: &str = "fleetforge_excess_permissions";
 /// Leader elections this instance won.
 pub const LEADER_ACQUISITIONS: &str = "fleetforge_leader_acquisitions_total";
 
@@ -63,6 +65,10 @@ pub fn describe() {
     );
     describe_gauge!(LEADER, "1 while this instance holds the leader lease, else 0.");
     describe_counter!(LEADER_ACQUISITIONS, "Leader elections this instance won.");
+    describe_gauge!(
+        EXCESS_PERMISSIONS,
+        "Permissions the operator holds beyond its documented set, found by the startup self-check."
+    );
 }
 
 /// Installs the global Prometheus recorder with this crate's histogram buckets,

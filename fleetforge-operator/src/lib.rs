@@ -20,6 +20,7 @@
 //!   [`apply`] carries a plan out.
 //! - [`run`]: reflectors and one kube-runtime controller per watched namespace.
 //! - [`leader`]: Lease-based leader election.
+//! - [`selfcheck`]: the startup permission check.
 //! - [`operator`] and [`cli`]: the process and its command line.
 
 pub mod apply;
@@ -35,6 +36,7 @@ pub mod observe;
 pub mod operator;
 pub mod overrides;
 pub mod run;
+pub mod selfcheck;
 pub mod status;
 
 pub use cell_pod::{DesiredError, desired_pod, desired_service, service_name};

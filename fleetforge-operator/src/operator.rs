@@ -14,7 +14,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use fleetforge_obs::metrics as m;
 use fleetforge_obs::{AdminState, serve_admin};
@@ -22,7 +22,8 @@ use fleetforge_obs::{AdminState, serve_admin};
 use crate::cli::{Cli, seconds};
 use crate::controller::Timing;
 use crate::leader::{Election, LeaderConfig};
-use crate::run::{ControllerSettings, run_controllers};
+use crate::run::{ControllerSettings, Scope, run_controllers};
+use crate::selfcheck::{checks, self_check};
 
 /// Where the in-cluster service account's namespace is mounted.
 const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -115,6 +116,22 @@ pub async fn run_until(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'st
         instance: identity.clone(),
     };
 
+    let lease_namespace = lease_namespace(&cli);
+    let watched: Vec<Option<String>> = match &settings.scope {
+        Scope::All => vec![None],
+        Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
+    };
+    let lease = cli
+        .leader_elect
+        .then_some((lease_namespace.as_str(), cli.lease_name.as_str()));
+    let (required, unwanted) = checks(&watched, lease);
+    let report = self_check(&client, &required, &unwanted).await?;
+    metrics::gauge!(m::EXCESS_PERMISSIONS).set(report.excess.len() as f64);
+    for check in &report.excess {
+        warn!(permission = %check, "the operator holds a permission beyond its documented set; narrow its RBAC");
+    }
+    info!(checked = required.len() + unwanted.len(), "self-check passed");
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let (admin_stop_tx, mut admin_stop_rx) = watch::channel(false);
     let admin_server = tokio::spawn(serve_admin(
@@ -133,7 +150,7 @@ pub async fn run_until(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'st
     let mut stopping = stop_rx.clone();
     let result = if cli.leader_elect {
         let config = LeaderConfig {
-            namespace: lease_namespace(&cli),
+            namespace: lease_namespace.clone(),
             name: cli.lease_name.clone(),
             identity: identity.clone(),
             lease_duration: seconds("lease-duration-seconds", cli.lease_duration_seconds)?,

@@ -15,10 +15,11 @@ use fleetforge_crd::WorldSpec;
 use fleetforge_operator::controller::Timing;
 use fleetforge_operator::leader::{Election, LeaderConfig};
 use fleetforge_operator::run::{ControllerSettings, Scope, run_controllers};
+use fleetforge_operator::selfcheck::{Report, SelfCheckError, checks, self_check};
 use fleetforge_testenv::{Options, Profile, TestEnv, workspace_root};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::discovery::{Discovery, Scope as ApiScope};
 use kube::{Client, ResourceExt};
@@ -204,5 +205,68 @@ async fn the_operator_runs_with_the_shipped_rbac_only() -> anyhow::Result<()> {
     stop.send(true).ok();
     controllers.await?;
     election.release().await;
+
+    // The startup self-check: clean with the shipped RBAC; a missing rule is
+    // named; a permission beyond the documented set is reported.
+    let (required, unwanted) = checks(&[None], Some((OPERATOR_NS, "fleetforge-operator")));
+    let report = self_check(&operator, &required, &unwanted).await?;
+    assert_eq!(report, Report::default());
+
+    let roles: Api<ClusterRole> = Api::all(admin.clone());
+    let mut role = roles.get("fleetforge-operator").await?;
+    let full = role.clone();
+    role.rules.get_or_insert_with(Vec::new).retain(|r| {
+        !r.resources
+            .as_ref()
+            .is_some_and(|res| res.iter().any(|x| x == "services"))
+    });
+    role.metadata.managed_fields = None;
+    roles
+        .replace("fleetforge-operator", &PostParams::default(), &role)
+        .await?;
+    let missing = eventually("the removed rule reported", Duration::from_secs(10), || async {
+        match self_check(&operator, &required, &unwanted).await {
+            Err(SelfCheckError::Missing(m)) => Ok(Some(m)),
+            _ => Ok(None),
+        }
+    })
+    .await?;
+    let text = SelfCheckError::Missing(missing.clone()).to_string();
+    assert!(
+        missing.iter().all(|c| c.permission.resource == "services"),
+        "{text}"
+    );
+    assert!(text.contains("create core/services in all namespaces"), "{text}");
+
+    let mut restored = full;
+    restored.metadata.managed_fields = None;
+    restored.metadata.resource_version = None;
+    roles
+        .replace("fleetforge-operator", &PostParams::default(), &restored)
+        .await?;
+    let too_much: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "too-much"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
+    }))?;
+    roles.create(&PostParams::default(), &too_much).await?;
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "too-much"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "too-much"},
+        "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": OPERATOR_NS}],
+    }))?;
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await?;
+    let excess = eventually(
+        "the excess permission reported",
+        Duration::from_secs(10),
+        || async {
+            let report = self_check(&operator, &required, &unwanted).await?;
+            Ok((!report.excess.is_empty()).then_some(report.excess))
+        },
+    )
+    .await?;
+    assert_eq!(excess.len(), 1, "{excess:?}");
+    assert_eq!(excess[0].to_string(), "get core/secrets in all namespaces");
     Ok(())
 }

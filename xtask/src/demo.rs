@@ -55,7 +55,6 @@ fn world_ready(ws: &WorldSpec) -> bool {
 }
 
 async fn demo(root: &Path, exit: bool) -> anyhow::Result<()> {
-    fleetforge_obs::init_logging(fleetforge_obs::LogFormat::Text, "warn")?;
     println!("starting the local control plane (etcd, kube-apiserver with RBAC and PodSecurity,");
     println!("controller-manager, scheduler, kwok nodes) ...");
     let env = TestEnv::start_with(Options::new(Profile::Cluster).nodes(3)).await?;
@@ -64,6 +63,9 @@ async fn demo(root: &Path, exit: bool) -> anyhow::Result<()> {
         env.startup_time().as_secs_f64(),
         env.server_url()
     );
+    // Logging starts once the control plane is up: its readiness polling would
+    // log every refused connection before that.
+    fleetforge_obs::init_logging(fleetforge_obs::LogFormat::Text, "warn")?;
     let client = env.client().await?;
     let kubeconfig = env.admin_kubeconfig().display().to_string();
 
