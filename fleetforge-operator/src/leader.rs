@@ -13,7 +13,7 @@
 //!   and the task ends with an error; the operator then exits instead of running
 //!   on as a leader nobody else knows about.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -23,8 +23,9 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use fleetforge_core::Timestamp;
 use fleetforge_crd::status::micro_time;
+
+use crate::controller::now;
 
 /// Where the Lease lives and how it is held.
 #[derive(Debug, Clone)]
@@ -70,6 +71,9 @@ pub enum LeaderError {
         /// The new holder.
         holder: String,
     },
+    /// The election task is gone.
+    #[error("the leader election ended: {0}")]
+    Ended(String),
 }
 
 /// A running election: whether this instance leads, and a way to step down.
@@ -98,16 +102,8 @@ impl Election {
     pub async fn failed(&mut self) -> LeaderError {
         match (&mut self.task).await {
             Ok(Err(e)) => e,
-            Ok(Ok(())) => LeaderError::Lost {
-                namespace: String::new(),
-                name: String::new(),
-                holder: "nobody: the election ended".to_owned(),
-            },
-            Err(join) => LeaderError::Lost {
-                namespace: String::new(),
-                name: String::new(),
-                holder: format!("nobody: the election task failed: {join}"),
-            },
+            Ok(Ok(())) => LeaderError::Ended("it was stopped".to_owned()),
+            Err(join) => LeaderError::Ended(format!("its task failed: {join}")),
         }
     }
 
@@ -131,14 +127,6 @@ struct Seen {
     since: Instant,
 }
 
-fn now_ts() -> Timestamp {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Timestamp(ms)
-}
-
 fn holder(lease: &Lease) -> Option<&str> {
     lease
         .spec
@@ -159,14 +147,15 @@ fn duration_of(lease: &Lease, fallback: Duration) -> Duration {
 
 /// The Lease as held by `config.identity` from now on.
 fn held(config: &LeaderConfig, previous: Option<&Lease>) -> Lease {
-    let now = micro_time(now_ts());
+    let now = micro_time(now());
     let prev_spec = previous.and_then(|l| l.spec.clone()).unwrap_or_default();
     let was_mine = previous.and_then(holder) == Some(config.identity.as_str());
     Lease {
         metadata: ObjectMeta {
             name: Some(config.name.clone()),
             namespace: Some(config.namespace.clone()),
-            resource_version: previous.and_then(|l| l.metadata.resource_version.clone()),
+            // The resourceVersion read comes along: the write fails if someone
+            // else wrote since.
             ..previous.map(|l| l.metadata.clone()).unwrap_or_default()
         },
         spec: Some(LeaseSpec {
@@ -241,7 +230,7 @@ async fn release(api: &Api<Lease>, config: &LeaderConfig) -> Result<(), kube::Er
     if let Some(spec) = current.spec.as_mut() {
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
-        spec.renew_time = Some(micro_time(now_ts()));
+        spec.renew_time = Some(micro_time(now()));
     }
     api.replace(&config.name, &PostParams::default(), &current)
         .await?;

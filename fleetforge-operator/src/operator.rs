@@ -22,7 +22,7 @@ use fleetforge_obs::{AdminState, serve_admin};
 use crate::cli::{Cli, seconds};
 use crate::controller::Timing;
 use crate::leader::{Election, LeaderConfig};
-use crate::run::{ControllerSettings, Scope, run_controllers};
+use crate::run::{ControllerSettings, run_controllers};
 use crate::selfcheck::{checks, self_check};
 
 /// Where the in-cluster service account's namespace is mounted.
@@ -117,10 +117,7 @@ pub async fn run_until(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'st
     };
 
     let lease_namespace = lease_namespace(&cli);
-    let watched: Vec<Option<String>> = match &settings.scope {
-        Scope::All => vec![None],
-        Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
-    };
+    let watched = settings.scope.namespaces();
     let lease = cli
         .leader_elect
         .then_some((lease_namespace.as_str(), cli.lease_name.as_str()));

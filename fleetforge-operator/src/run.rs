@@ -31,6 +31,16 @@ pub enum Scope {
     Namespaces(Vec<String>),
 }
 
+impl Scope {
+    /// The namespaces to watch, `None` standing for all of them.
+    pub fn namespaces(&self) -> Vec<Option<String>> {
+        match self {
+            Scope::All => vec![None],
+            Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
+        }
+    }
+}
+
 /// How the controllers run.
 #[derive(Debug, Clone)]
 pub struct ControllerSettings {
@@ -91,10 +101,7 @@ pub async fn run_controllers(
     stop: watch::Receiver<bool>,
     on_synced: impl FnOnce() + Send + 'static,
 ) {
-    let namespaces: Vec<Option<String>> = match &settings.scope {
-        Scope::All => vec![None],
-        Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
-    };
+    let namespaces = settings.scope.namespaces();
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
