@@ -26,6 +26,7 @@
 //! ```
 
 pub mod cell;
+pub mod contract;
 pub mod geometry;
 pub mod handoff;
 pub mod load;

@@ -178,6 +178,7 @@ fn an_interrupted_split_resumes_from_the_cluster_state() {
     // One child never becomes ready: after the timeout the split is rolled back.
     let late = plan(&sim.world, &sim.observed, sim.now + Duration::from_secs(31));
     assert_eq!(kinds(&late), vec![TransitionKind::RollBack]);
+    assert_eq!(late.transitions[0].undoes, Some(TransitionKind::Split));
     let retired: Vec<String> = late
         .actions()
         .map(|a| match a {

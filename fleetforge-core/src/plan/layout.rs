@@ -105,6 +105,7 @@ pub(super) fn repair(world: &World, observed: &Observed, now: Timestamp) -> Repa
 /// A transition retiring `idx` cells that nothing needs.
 fn cleanup(cells: &[ObservedCell], idx: &[usize], reason: &str) -> Transition {
     Transition {
+        undoes: None,
         kind: TransitionKind::Cleanup,
         continues: true,
         reason: reason.to_owned(),
@@ -187,6 +188,7 @@ fn repartition(world: &World, cells: &[ObservedCell], stale: &[usize], now: Time
     let existing: Vec<&ObservedCell> = newest.values().map(|&i| &cells[i]).collect();
     if let Some(why) = stalled(world, &existing, now) {
         r.transitions.push(Transition {
+            undoes: Some(TransitionKind::Repartition),
             kind: TransitionKind::RollBack,
             continues: true,
             reason: format!("new partition rolled back: {why}"),
@@ -225,6 +227,7 @@ fn repartition(world: &World, cells: &[ObservedCell], stale: &[usize], now: Time
     });
     actions.extend(from.into_iter().map(|cell| Action::Retire { cell }));
     r.transitions.push(Transition {
+        undoes: None,
         kind: TransitionKind::Repartition,
         continues: !existing.is_empty(),
         reason: format!(
@@ -322,6 +325,7 @@ impl<'a> Layout<'a> {
             })
             .collect();
         self.r.transitions.push(Transition {
+            undoes: None,
             kind: TransitionKind::Initialize,
             continues: false,
             reason: format!("world created with {} cells", roots.len()),
@@ -518,6 +522,7 @@ impl<'a> Layout<'a> {
             GroupKey::Orphan(id) => format!("activating {id}, whose source cells are gone"),
         };
         self.r.transitions.push(Transition {
+            undoes: None,
             kind,
             continues: true,
             reason,
@@ -540,6 +545,7 @@ impl<'a> Layout<'a> {
     fn roll_back(&mut self, kind: TransitionKind, targets: &[usize], why: String) {
         self.busy.extend(targets.iter().copied());
         self.r.transitions.push(Transition {
+            undoes: Some(kind),
             kind: TransitionKind::RollBack,
             continues: true,
             reason: format!("{kind} rolled back: {why}"),
@@ -566,6 +572,7 @@ impl<'a> Layout<'a> {
             let new = self.r.new_ref(&old.cell.id);
             self.busy.insert(i);
             self.r.transitions.push(Transition {
+                undoes: None,
                 kind: TransitionKind::Replace,
                 continues: false,
                 reason: format!("cell {} failed; starting {}", old.cell, new),
@@ -600,6 +607,7 @@ impl<'a> Layout<'a> {
                     self.present.insert(hole.clone());
                     count += 1;
                     self.r.transitions.push(Transition {
+                        undoes: None,
                         kind: TransitionKind::Fill,
                         continues: false,
                         reason: format!("no cell serves the space of {hole}; starting {cell}"),
@@ -710,6 +718,7 @@ impl<'a> Layout<'a> {
         let new = self.r.new_ref(&old.cell.id);
         self.busy.insert(i);
         self.r.transitions.push(Transition {
+            undoes: None,
             kind: TransitionKind::Rollout,
             continues: false,
             reason: format!(

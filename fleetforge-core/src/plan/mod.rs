@@ -55,6 +55,9 @@ impl Plan {
 pub struct Transition {
     /// What kind of change this is.
     pub kind: TransitionKind,
+    /// For a [`TransitionKind::RollBack`], the kind of transition it undoes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undoes: Option<TransitionKind>,
     /// `true` when an earlier plan started it and this one only carries it on.
     pub continues: bool,
     /// Why, in words for an Event or a log line.

@@ -452,6 +452,7 @@ impl<'a> Scaler<'a> {
             cell: parent.cell.clone(),
         });
         self.d.transitions.push(Transition {
+            undoes: None,
             kind: TransitionKind::Split,
             continues: false,
             reason: format!(
@@ -493,6 +494,7 @@ impl<'a> Scaler<'a> {
             },
         ];
         self.d.transitions.push(Transition {
+            undoes: None,
             kind: TransitionKind::Merge,
             continues: false,
             reason: format!("merging {} and {} into {parent}: {why}", ca.cell.id, cb.cell.id),
