@@ -18,6 +18,7 @@
 
 mod pki;
 mod process;
+pub mod runner;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -40,6 +41,7 @@ use serde_json::json;
 
 use crate::pki::{ClientCert, Pki};
 use crate::process::{Janitor, Supervised};
+pub use runner::CellRunner;
 
 /// The wrapper module `cargo xtask k8s` builds from; its pin is the cache key.
 const KUBERNETES_GO_MOD: &str = include_str!("../../xtask/k8s/kubernetes/go.mod");
