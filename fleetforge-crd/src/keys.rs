@@ -30,6 +30,10 @@ pub const LABEL_CELL: &str = "fleetforge.io/cell";
 
 /// Annotation on cell Pods: the full name of the world.
 pub const ANNOTATION_WORLD: &str = "fleetforge.io/world-name";
+/// Annotation on a world's headless Service: a digest of the cell tokens the
+/// operator last wrote into the world's token Secret, so it knows without reading
+/// the Secret back whether it must write it again.
+pub const ANNOTATION_TOKEN_FINGERPRINT: &str = "fleetforge.io/cell-token-fingerprint";
 /// Annotation on cell Pods: the full cell id.
 pub const ANNOTATION_CELL: &str = "fleetforge.io/cell-id";
 /// Annotation on cell Pods: the incarnation (0 for the first process of a cell).

@@ -31,12 +31,39 @@ pub const LEADER: &str = "fleetforge_leader";
 pub const EXCESS_PERMISSIONS: &str = "fleetforge_excess_permissions";
 /// Leader elections this instance won.
 pub const LEADER_ACQUISITIONS: &str = "fleetforge_leader_acquisitions_total";
+/// Splits completed (the parent retired after its sessions were handed over).
+pub const SPLITS: &str = "fleetforge_splits_total";
+/// Merges completed (the children retired after their sessions were handed over).
+pub const MERGES: &str = "fleetforge_merges_total";
+/// Time from the start of a split to its parent's retirement, in seconds.
+pub const SPLIT_DURATION: &str = "fleetforge_split_duration_seconds";
+/// Time from the start of a merge to its children's retirement, in seconds.
+pub const MERGE_DURATION: &str = "fleetforge_merge_duration_seconds";
+/// Time one cell took to hand all its sessions over, in seconds.
+pub const HANDOFF_DURATION: &str = "fleetforge_handoff_duration_seconds";
+/// Player sessions moved from one cell to another by a hand-over.
+pub const SESSIONS_HANDED_OVER: &str = "fleetforge_sessions_handed_over_total";
+/// Player sessions lost with a cell that died before handing them over (its last
+/// reported players).
+pub const SESSIONS_LOST: &str = "fleetforge_sessions_lost_total";
+/// Load samples taken from cells.
+pub const LOAD_SAMPLES: &str = "fleetforge_load_samples_total";
+/// Load samples that failed (no answer in time, or an unreadable answer), by `reason`.
+pub const LOAD_SAMPLING_ERRORS: &str = "fleetforge_load_sampling_errors_total";
 
 /// Buckets for reconcile durations: a steady world takes well under a millisecond
 /// of planning, a reconcile that writes takes a few API round trips.
 const RECONCILE_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
+
+/// Buckets for split and merge durations: creating cells, waiting for them to be
+/// ready and handing over take seconds; the prototype's target was under 10 s.
+const TRANSITION_BUCKETS: &[f64] = &[0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0];
+
+/// Buckets for one cell's hand-over: a few thousand sessions take milliseconds to
+/// a second.
+const HANDOFF_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Describes every metric to the installed recorder, so `/metrics` carries help
 /// texts and units.
@@ -65,6 +92,42 @@ pub fn describe() {
     );
     describe_gauge!(LEADER, "1 while this instance holds the leader lease, else 0.");
     describe_counter!(LEADER_ACQUISITIONS, "Leader elections this instance won.");
+    describe_counter!(
+        SPLITS,
+        "Splits completed: the parent retired after its sessions were handed over."
+    );
+    describe_counter!(
+        MERGES,
+        "Merges completed: the children retired after their sessions were handed over."
+    );
+    describe_histogram!(
+        SPLIT_DURATION,
+        Unit::Seconds,
+        "Time from the start of a split to its parent's retirement."
+    );
+    describe_histogram!(
+        MERGE_DURATION,
+        Unit::Seconds,
+        "Time from the start of a merge to its children's retirement."
+    );
+    describe_histogram!(
+        HANDOFF_DURATION,
+        Unit::Seconds,
+        "Time one cell took to hand all its sessions over."
+    );
+    describe_counter!(
+        SESSIONS_HANDED_OVER,
+        "Player sessions moved from one cell to another by a hand-over."
+    );
+    describe_counter!(
+        SESSIONS_LOST,
+        "Player sessions lost with a cell that died before handing them over."
+    );
+    describe_counter!(LOAD_SAMPLES, "Load samples taken from cells.");
+    describe_counter!(
+        LOAD_SAMPLING_ERRORS,
+        "Load samples that failed, by reason (timeout, connect, status, body)."
+    );
     describe_gauge!(
         EXCESS_PERMISSIONS,
         "Permissions the operator holds beyond its documented set, found by the startup self-check."
@@ -78,6 +141,9 @@ pub fn describe() {
 pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(RECONCILE_DURATION.to_owned()), RECONCILE_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(SPLIT_DURATION.to_owned()), TRANSITION_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(MERGE_DURATION.to_owned()), TRANSITION_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(HANDOFF_DURATION.to_owned()), HANDOFF_BUCKETS)?
         .install_recorder()?;
     describe();
     Ok(handle)

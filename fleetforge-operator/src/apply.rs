@@ -2,18 +2,24 @@
 //! order, stopping a transition at a hand-over whose targets are not ready yet
 //! (the next reconcile resumes it from what it observes).
 
-use fleetforge_core::plan::{Action as PlanAction, Plan, Transition, TransitionKind};
-use fleetforge_core::{Bounds, CellRef, Health, Observed, Role, Timestamp, World};
+use std::time::Instant;
+
+use fleetforge_core::contract::{ExportRequest, ExportTarget};
+use fleetforge_core::plan::{Action as PlanAction, Plan, Target, Transition, TransitionKind};
+use fleetforge_core::{Bounds, CellRef, Health, Observed, ObservedCell, Role, Timestamp, World};
 use fleetforge_crd::WorldSpec;
+use fleetforge_crd::keys::{ANNOTATION_ACTIVE_SINCE, ANNOTATION_ROLE, encode_role};
 use fleetforge_obs::metrics as m;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::EventType;
-use tracing::{debug, info};
+use serde_json::json;
+use tracing::{debug, info, warn};
 
-use crate::cell_pod::{desired_pod, keep_live_template};
+use crate::cell_client::cell_base_url;
+use crate::cell_pod::desired_pod;
 use crate::controller::{Context, Error, FIELD_MANAGER, publish};
 use crate::events::{self, event, started_reason};
 use crate::expectations::Expected;
@@ -77,10 +83,22 @@ impl<'a> Executor<'a> {
     }
 
     fn is_ready(&self, cell: &CellRef) -> bool {
-        self.observed
-            .cells
-            .iter()
-            .any(|c| &c.cell == cell && c.health == Health::Ready)
+        self.observed_cell(cell)
+            .is_some_and(|c| c.health == Health::Ready)
+    }
+
+    fn observed_cell(&self, cell: &CellRef) -> Option<&'a ObservedCell> {
+        self.observed.cells.iter().find(|c| &c.cell == cell)
+    }
+
+    /// The Pod IP of a cell's process, if it has one yet.
+    fn pod_ip(&self, cell: &CellRef) -> Option<&'a str> {
+        self.pod_named(&cell.process_name(&self.world_name))?
+            .status
+            .as_ref()?
+            .pod_ip
+            .as_deref()
+            .filter(|ip| !ip.is_empty())
     }
 
     /// Runs every transition of `plan`. Creations that follow one another run
@@ -98,7 +116,7 @@ impl<'a> Executor<'a> {
             metrics::counter!(m::TRANSITIONS, "kind" => transition.kind.to_string()).increment(1);
             let ev = event(
                 EventType::Normal,
-                started_reason(transition.kind),
+                started_reason(transition),
                 &transition.kind.to_string(),
                 transition.reason.clone(),
             );
@@ -111,6 +129,8 @@ impl<'a> Executor<'a> {
             TransitionKind::Initialize | TransitionKind::Repartition | TransitionKind::Cleanup
         );
         let mut creates = Vec::new();
+        let mut handed_over: Option<&[Target]> = None;
+        let mut retired = false;
         for action in &transition.actions {
             if let PlanAction::Create { cell, bounds, active } = action {
                 creates.push((cell, bounds, *active));
@@ -119,20 +139,130 @@ impl<'a> Executor<'a> {
             self.create(&creates, per_cell_events).await?;
             creates.clear();
             match action {
-                PlanAction::HandOver { to, .. } => {
-                    if !to.iter().all(|t| self.is_ready(&t.cell)) {
+                PlanAction::HandOver { from, to } => {
+                    if !to.iter().all(|t| self.is_ready(&t.cell)) || !self.hand_over(from, to).await {
                         self.progress.waiting = true;
                         return Ok(());
                     }
                     for target in to {
-                        self.activate(transition, &target.cell, &target.bounds).await?;
+                        self.activate(transition, &target.cell).await?;
                     }
+                    handed_over = Some(to);
                 }
-                PlanAction::Retire { cell } => self.retire(cell, per_cell_events).await?,
+                PlanAction::Retire { cell } => retired |= self.retire(cell, per_cell_events).await?,
                 PlanAction::Create { .. } => {}
             }
         }
-        self.create(&creates, per_cell_events).await
+        self.create(&creates, per_cell_events).await?;
+        if retired && let Some(targets) = handed_over {
+            self.completed(transition.kind, targets);
+        }
+        Ok(())
+    }
+
+    /// Records a split or merge whose old cells are now retired: its count and how
+    /// long it took since the plan started it.
+    fn completed(&self, kind: TransitionKind, targets: &[Target]) {
+        let (counter, histogram) = match kind {
+            TransitionKind::Split => (m::SPLITS, m::SPLIT_DURATION),
+            TransitionKind::Merge => (m::MERGES, m::MERGE_DURATION),
+            _ => return,
+        };
+        metrics::counter!(counter).increment(1);
+        let started = self
+            .observed
+            .history
+            .iter()
+            .filter(|r| r.cells.iter().any(|id| targets.iter().any(|t| &t.cell.id == id)))
+            .map(|r| r.at)
+            .max();
+        if let Some(at) = started {
+            let took = self.now.since(at).as_secs_f64();
+            metrics::histogram!(histogram).record(took);
+            info!(%kind, seconds = took, "transition completed");
+        }
+    }
+
+    /// Moves every session of the `from` cells to the `to` cells that own their
+    /// positions, each source exporting straight to the targets. Returns `false`
+    /// when it cannot complete now (a source or target not reachable yet, an
+    /// incomplete export): the sources keep serving and the next reconcile asks
+    /// again, which is safe because an export only sends what remains and an
+    /// import keeps sessions by id.
+    async fn hand_over(&mut self, from: &[CellRef], to: &[Target]) -> bool {
+        let Some(client) = self.ctx.cells.as_ref() else {
+            // Cells that do not speak the contract hold nothing to move.
+            return true;
+        };
+        if from.is_empty() {
+            return true;
+        }
+        let mut targets = Vec::with_capacity(to.len());
+        for t in to {
+            let Some(ip) = self.pod_ip(&t.cell) else {
+                debug!(cell = %t.cell, "hand-over target has no IP yet");
+                return false;
+            };
+            targets.push(ExportTarget {
+                address: cell_base_url(ip),
+                bounds: t.bounds,
+            });
+        }
+        let request = ExportRequest { targets };
+        let tokens = self.ctx.world_tokens(self.ws);
+        for source in from {
+            let Some(cell) = self.observed_cell(source) else {
+                continue;
+            };
+            match cell.health {
+                Health::Ready => {}
+                // A dead process has nothing left to give; what it held is
+                // counted as lost when it is retired.
+                Health::Failed => continue,
+                Health::Starting | Health::Unready => {
+                    debug!(cell = %source, health = ?cell.health, "hand-over source not answering; waiting");
+                    return false;
+                }
+            }
+            let Some(ip) = self.pod_ip(source) else {
+                return false;
+            };
+            let started = Instant::now();
+            match client.export(ip, &tokens, &request).await {
+                Ok(report) if report.is_complete() => {
+                    let took = started.elapsed().as_secs_f64();
+                    metrics::histogram!(m::HANDOFF_DURATION).record(took);
+                    metrics::counter!(m::SESSIONS_HANDED_OVER).increment(u64::from(report.total));
+                    info!(cell = %source, sessions = report.total, moved = ?report.moved, seconds = took, "sessions handed over");
+                    if report.total > 0 {
+                        let targets: Vec<String> = to.iter().map(|t| t.cell.to_string()).collect();
+                        let note = format!(
+                            "{} handed {} sessions over to {} ({:?} each)",
+                            source,
+                            report.total,
+                            targets.join(", "),
+                            report.moved
+                        );
+                        publish(
+                            self.ctx,
+                            self.ws,
+                            event(EventType::Normal, events::SESSIONS_HANDED_OVER, "HandOver", note),
+                        )
+                        .await;
+                    }
+                }
+                Ok(report) => {
+                    warn!(cell = %source, total = report.total, moved = ?report.moved, remaining = report.remaining,
+                        "hand-over incomplete; the source keeps serving and is asked again");
+                    return false;
+                }
+                Err(e) => {
+                    warn!(cell = %source, error = %e, "hand-over failed; the source keeps serving and is asked again");
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Creates the Pods of `creates` by server-side apply.
@@ -199,47 +329,45 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    /// Hands `cell` its space: its Pod is re-applied with role active, keeping
-    /// the template it runs.
-    async fn activate(
-        &mut self,
-        transition: &Transition,
-        cell: &CellRef,
-        bounds: &Bounds,
-    ) -> Result<(), Error> {
-        let desired = desired_pod(
-            self.ws,
-            self.world,
-            cell,
-            bounds,
-            Role::Active { since: self.now },
-        )?;
-        let name = desired.metadata.name.clone().unwrap_or_default();
-        let Some(live) = self.pod_named(&name) else {
+    /// Hands `cell` its space: the role annotations of its Pod change to active.
+    ///
+    /// Only the annotations are patched. A Pod's spec cannot change once it runs,
+    /// and the cell may have been created under an older spec (a split started
+    /// before an image change, say): re-applying the whole Pod could only be
+    /// refused or restart the cell.
+    async fn activate(&mut self, transition: &Transition, cell: &CellRef) -> Result<(), Error> {
+        let name = cell.process_name(&self.world_name);
+        if self.pod_named(&name).is_none() {
             return Ok(());
+        }
+        let (role, since) = encode_role(Role::Active { since: self.now });
+        let patch = json!({"metadata": {"annotations": {
+            ANNOTATION_ROLE: role,
+            ANNOTATION_ACTIVE_SINCE: since,
+        }}});
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
         };
-        let pod = keep_live_template(desired, live);
         self.pods_api()
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&pod),
-            )
+            .patch(&name, &params, &Patch::Merge(&patch))
             .await
-            .map_err(|e| Error::api("apply", format!("pod {}/{name}", self.namespace), e))?;
+            .map_err(|e| Error::api("patch", format!("pod {}/{name}", self.namespace), e))?;
         self.expected.activated.insert(name.clone());
         info!(pod = %name, kind = %transition.kind, "cell took over its space");
         Ok(())
     }
 
     /// Deletes the Pod of `cell`, if it is still the incarnation the plan means.
-    async fn retire(&mut self, cell: &CellRef, per_cell_event: bool) -> Result<(), Error> {
+    /// Returns whether this call deleted it.
+    async fn retire(&mut self, cell: &CellRef, per_cell_event: bool) -> Result<bool, Error> {
         let name = cell.process_name(&self.world_name);
         let Some(live) = self.pod_named(&name) else {
-            return Ok(());
+            return Ok(false);
         };
+        self.account_lost(cell, live).await;
         if live.metadata.deletion_timestamp.is_some() {
-            return Ok(());
+            return Ok(false);
         }
         let uid = live.metadata.uid.clone().unwrap_or_default();
         let params = DeleteParams {
@@ -254,7 +382,7 @@ impl<'a> Executor<'a> {
                 self.expected.deleted.insert(name.clone(), uid);
             }
             // Gone already, or replaced by a Pod of the same name: nothing to retire.
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return Ok(false),
             Err(e) => return Err(Error::api("delete", format!("pod {}/{name}", self.namespace), e)),
         }
         metrics::counter!(m::CELLS_RETIRED).increment(1);
@@ -268,6 +396,30 @@ impl<'a> Executor<'a> {
             )
             .await;
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Counts the sessions of a cell that died while serving: the players it last
+    /// reported, once per process.
+    async fn account_lost(&self, cell: &CellRef, live: &Pod) {
+        let Some(observed) = self.observed_cell(cell) else {
+            return;
+        };
+        if observed.health != Health::Failed || !observed.is_active() {
+            return;
+        }
+        let uid = live.metadata.uid.as_deref().unwrap_or_default();
+        let Some(lost) = self.ctx.samples.take_lost(uid).filter(|&n| n > 0) else {
+            return;
+        };
+        metrics::counter!(m::SESSIONS_LOST).increment(u64::from(lost));
+        warn!(cell = %cell, sessions = lost, "cell died before handing its sessions over");
+        let note = format!("cell {cell} died holding {lost} sessions; they are lost");
+        publish(
+            self.ctx,
+            self.ws,
+            event(EventType::Warning, events::SESSIONS_LOST, "Replace", note),
+        )
+        .await;
     }
 }

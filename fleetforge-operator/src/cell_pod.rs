@@ -17,20 +17,24 @@ use fleetforge_core::{Bounds, CellRef, Role, World};
 use fleetforge_crd::WorldSpec;
 use fleetforge_crd::keys::{
     ANNOTATION_ACTIVE_SINCE, ANNOTATION_BOUNDS, ANNOTATION_CELL, ANNOTATION_INCARNATION, ANNOTATION_LAYOUT,
-    ANNOTATION_REVISION, ANNOTATION_ROLE, ANNOTATION_WORLD, LABEL_MANAGED_BY, LABEL_WORLD, cell_labels,
-    encode_bounds, encode_layout, encode_role, world_labels,
+    ANNOTATION_REVISION, ANNOTATION_ROLE, ANNOTATION_TOKEN_FINGERPRINT, ANNOTATION_WORLD, LABEL_MANAGED_BY,
+    LABEL_WORLD, cell_labels, encode_bounds, encode_layout, encode_role, world_labels,
 };
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use thiserror::Error;
+
+use crate::cell_token::{PREVIOUS_TOKEN_KEY, TOKEN_KEY, WorldTokens};
 
 /// The HTTP port of the cell contract: health, readiness, metrics, load and
 /// hand-over endpoints all live on it.
@@ -67,6 +71,16 @@ pub const ENV_POD_IP: &str = "FLEETFORGE_POD_IP";
 pub const ENV_POD_NAME: &str = "FLEETFORGE_POD_NAME";
 /// Environment variable: the Pod's namespace (downward API).
 pub const ENV_POD_NAMESPACE: &str = "FLEETFORGE_POD_NAMESPACE";
+/// Environment variable: players per cell when the cell was created, which the
+/// cell reports as its capacity (the planner reads the world's current value).
+pub const ENV_CAPACITY: &str = "FLEETFORGE_CELL_CAPACITY";
+/// Environment variable: the directory holding the world's cell token (files
+/// `token` and, during a key rotation, `previous`).
+pub const ENV_TOKEN_DIR: &str = "FLEETFORGE_TOKEN_DIR";
+/// Where the world's token Secret is mounted in a cell.
+pub const TOKEN_MOUNT: &str = "/var/run/fleetforge/cell-token";
+/// Name of the token volume in a cell Pod.
+const TOKEN_VOLUME: &str = "cell-token";
 
 /// Why a desired object could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -113,12 +127,23 @@ fn owner(ws: &WorldSpec) -> Result<(String, String, OwnerReference), DesiredErro
 /// keeps the name clear of a Service the world's owner may already have named after
 /// the world (a gateway, say).
 pub fn service_name(world: &str) -> String {
+    world_object_name(world, "cells")
+}
+
+/// The name of the Secret holding a world's cell token.
+pub fn token_secret_name(world: &str) -> String {
+    world_object_name(world, "cell-token")
+}
+
+/// `<world>-<suffix>` as a DNS-1035 label (it starts with a letter, as Service
+/// names must), shortened with a hash when too long.
+fn world_object_name(world: &str, suffix: &str) -> String {
     let prefix = if world.starts_with(|c: char| c.is_ascii_alphabetic()) {
         world.to_owned()
     } else {
         format!("w{world}")
     };
-    dns_label(&prefix, "cells")
+    dns_label(&prefix, suffix)
 }
 
 /// The Pod of one cell incarnation, as the operator server-side-applies it.
@@ -177,6 +202,8 @@ pub fn desired_pod(
         env_field(ENV_POD_IP, "status.podIP"),
         env_field(ENV_POD_NAME, "metadata.name"),
         env_field(ENV_POD_NAMESPACE, "metadata.namespace"),
+        env_value(ENV_CAPACITY, world.players_per_cell.to_string()),
+        env_value(ENV_TOKEN_DIR, TOKEN_MOUNT.to_owned()),
     ];
 
     let container = Container {
@@ -207,11 +234,19 @@ pub fn desired_pod(
             run_as_non_root: Some(true),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".to_owned(),
-            mount_path: TMP_MOUNT.to_owned(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "tmp".to_owned(),
+                mount_path: TMP_MOUNT.to_owned(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: TOKEN_VOLUME.to_owned(),
+                mount_path: TOKEN_MOUNT.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
         // A crashed cell is replaced, not restarted: the last log lines are what
         // tells its owner why, and they end up in the Pod status and Events.
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
@@ -236,6 +271,8 @@ pub fn desired_pod(
             run_as_non_root: Some(true),
             run_as_user: Some(CELL_UID),
             run_as_group: Some(CELL_UID),
+            // The token files are readable by the cell's group only.
+            fs_group: Some(CELL_UID),
             seccomp_profile: Some(SeccompProfile {
                 type_: "RuntimeDefault".to_owned(),
                 ..SeccompProfile::default()
@@ -254,14 +291,27 @@ pub fn desired_pod(
             }),
             ..TopologySpreadConstraint::default()
         }]),
-        volumes: Some(vec![Volume {
-            name: "tmp".to_owned(),
-            empty_dir: Some(EmptyDirVolumeSource {
-                size_limit: Some(Quantity(TMP_SIZE_LIMIT.to_owned())),
-                ..EmptyDirVolumeSource::default()
-            }),
-            ..Volume::default()
-        }]),
+        volumes: Some(vec![
+            Volume {
+                name: "tmp".to_owned(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    size_limit: Some(Quantity(TMP_SIZE_LIMIT.to_owned())),
+                    ..EmptyDirVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            // The Pod names the Secret; the token itself is never in its spec.
+            Volume {
+                name: TOKEN_VOLUME.to_owned(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(token_secret_name(&world_name)),
+                    default_mode: Some(0o440),
+                    optional: Some(false),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+        ]),
         ..PodSpec::default()
     };
 
@@ -279,37 +329,6 @@ pub fn desired_pod(
     })
 }
 
-/// The Pod of a live cell as re-applied to hand it its space: `desired` (built by
-/// [`desired_pod`] with the new role) with the template the live Pod was created
-/// from (image, resources, layout and revision annotations).
-///
-/// A cell may have been created under an older spec (a split started before an
-/// image change, say). Applying today's template to it would ask the API server to
-/// change a running container, which it refuses for resources and which would
-/// restart the cell for an image; re-applying what the Pod already runs changes
-/// nothing but the role annotations.
-pub fn keep_live_template(mut desired: Pod, live: &Pod) -> Pod {
-    let live_container = live
-        .spec
-        .as_ref()
-        .and_then(|s| s.containers.iter().find(|c| c.name == CELL_CONTAINER));
-    if let (Some(spec), Some(live_container)) = (desired.spec.as_mut(), live_container)
-        && let Some(c) = spec.containers.iter_mut().find(|c| c.name == CELL_CONTAINER)
-    {
-        c.image.clone_from(&live_container.image);
-        c.resources.clone_from(&live_container.resources);
-    }
-    let live_annotations = live.metadata.annotations.as_ref();
-    if let Some(annotations) = desired.metadata.annotations.as_mut() {
-        for key in [ANNOTATION_LAYOUT, ANNOTATION_REVISION] {
-            if let Some(v) = live_annotations.and_then(|a| a.get(key)) {
-                annotations.insert(key.to_owned(), v.clone());
-            }
-        }
-    }
-    desired
-}
-
 /// The world's headless Service, as the operator server-side-applies it.
 ///
 /// Headless (`clusterIP: None`): game clients and gateways resolve the world's name
@@ -319,7 +338,10 @@ pub fn keep_live_template(mut desired: Pod, live: &Pod) -> Pod {
 /// still starting or failing its probes receives no new players. It selects by the
 /// world label and the managed-by label, not the cell label, so every cell of the
 /// world, of any incarnation, is behind it.
-pub fn desired_service(ws: &WorldSpec) -> Result<Service, DesiredError> {
+///
+/// It carries the fingerprint of the tokens in the world's token Secret
+/// ([`WorldTokens::fingerprint`]), written after the Secret.
+pub fn desired_service(ws: &WorldSpec, token_fingerprint: &str) -> Result<Service, DesiredError> {
     let (world_name, namespace, owner_ref) = owner(ws)?;
     let labels = world_labels(&world_name);
     let selector: BTreeMap<String, String> = labels
@@ -332,7 +354,13 @@ pub fn desired_service(ws: &WorldSpec) -> Result<Service, DesiredError> {
             name: Some(service_name(&world_name)),
             namespace: Some(namespace),
             labels: Some(labels),
-            annotations: Some(BTreeMap::from([(ANNOTATION_WORLD.to_owned(), world_name)])),
+            annotations: Some(BTreeMap::from([
+                (ANNOTATION_WORLD.to_owned(), world_name),
+                (
+                    ANNOTATION_TOKEN_FINGERPRINT.to_owned(),
+                    token_fingerprint.to_owned(),
+                ),
+            ])),
             owner_references: Some(vec![owner_ref]),
             ..ObjectMeta::default()
         },
@@ -350,6 +378,34 @@ pub fn desired_service(ws: &WorldSpec) -> Result<Service, DesiredError> {
             ..ServiceSpec::default()
         }),
         status: None,
+    })
+}
+
+/// The Secret holding the world's cell tokens, mounted by its cell Pods.
+pub fn desired_token_secret(ws: &WorldSpec, tokens: &WorldTokens) -> Result<Secret, DesiredError> {
+    let (world_name, namespace, owner_ref) = owner(ws)?;
+    let mut data = BTreeMap::from([(
+        TOKEN_KEY.to_owned(),
+        ByteString(tokens.current.as_bytes().to_vec()),
+    )]);
+    if let Some(previous) = &tokens.previous {
+        data.insert(
+            PREVIOUS_TOKEN_KEY.to_owned(),
+            ByteString(previous.as_bytes().to_vec()),
+        );
+    }
+    Ok(Secret {
+        metadata: ObjectMeta {
+            name: Some(token_secret_name(&world_name)),
+            namespace: Some(namespace),
+            labels: Some(world_labels(&world_name)),
+            annotations: Some(BTreeMap::from([(ANNOTATION_WORLD.to_owned(), world_name)])),
+            owner_references: Some(vec![owner_ref]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(data),
+        ..Secret::default()
     })
 }
 
@@ -562,7 +618,7 @@ mod tests {
                 DesiredError::MissingMetadata(field)
             );
             assert_eq!(
-                desired_service(&broken).unwrap_err(),
+                desired_service(&broken, "f").unwrap_err(),
                 DesiredError::MissingMetadata(field)
             );
         }
@@ -571,7 +627,7 @@ mod tests {
     #[test]
     fn service_is_headless_and_selects_every_cell_of_the_world() {
         let (ws, world) = world_spec("meadow");
-        let svc = desired_service(&ws).unwrap();
+        let svc = desired_service(&ws, "f").unwrap();
         assert_eq!(svc.metadata.name.as_deref(), Some("meadow-cells"));
         assert_eq!(svc.metadata.namespace.as_deref(), Some("games"));
         assert_eq!(

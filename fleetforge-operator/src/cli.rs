@@ -9,6 +9,7 @@ use clap::Parser;
 use fleetforge_obs::LogFormat;
 
 use crate::run::Scope;
+use crate::sampling::SamplingConfig;
 
 /// FleetForge operator: runs elastic game worlds (WorldSpecs) as cell Pods.
 ///
@@ -129,6 +130,57 @@ pub struct Cli {
     /// Log filter, such as `info` or `fleetforge_operator=debug,kube=warn`.
     #[arg(long, env = "FLEETFORGE_LOG", default_value = "info", value_name = "FILTER")]
     pub log: String,
+
+    /// Cells speak the cell contract: sample their load, and hand their sessions
+    /// over on every split, merge and replacement. Turn off only for cell images
+    /// that do not serve it; their health then comes from their Pods alone and no
+    /// scaling happens on load.
+    #[arg(long, env = "FLEETFORGE_CELL_CONTRACT", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub cell_contract: bool,
+
+    /// Seconds between two load samples of every cell.
+    #[arg(
+        long,
+        env = "FLEETFORGE_SAMPLE_INTERVAL_SECONDS",
+        default_value_t = 1.0,
+        value_name = "SECONDS"
+    )]
+    pub sample_interval_seconds: f64,
+
+    /// Seconds one load sample may take before the cell counts as silent.
+    #[arg(
+        long,
+        env = "FLEETFORGE_SAMPLE_TIMEOUT_SECONDS",
+        default_value_t = 0.8,
+        value_name = "SECONDS"
+    )]
+    pub sample_timeout_seconds: f64,
+
+    /// Cells sampled at once.
+    #[arg(
+        long,
+        env = "FLEETFORGE_SAMPLE_CONCURRENCY",
+        default_value_t = 64,
+        value_name = "N"
+    )]
+    pub sample_concurrency: u16,
+
+    /// Seconds a cell that answered before may stay silent before it counts as
+    /// dead and is replaced (its node died, its process hung).
+    #[arg(
+        long,
+        env = "FLEETFORGE_DEAD_CELL_SECONDS",
+        default_value_t = 5.0,
+        value_name = "SECONDS"
+    )]
+    pub dead_cell_seconds: f64,
+
+    /// Directory of the master key the worlds' cell tokens are derived from (a
+    /// mounted Secret with `key` and, during a rotation, `previous-key`). Without
+    /// it a random key is used, which changes with every restart and replica:
+    /// for development only.
+    #[arg(long, env = "FLEETFORGE_CELL_TOKEN_KEY_DIR", value_name = "DIR")]
+    pub cell_token_key_dir: Option<PathBuf>,
 }
 
 /// A flag's value that cannot be used.
@@ -154,6 +206,17 @@ pub fn seconds(flag: &'static str, seconds: f64) -> Result<Duration, FlagError> 
 }
 
 impl Cli {
+    /// How cells are sampled, `None` when they do not speak the cell contract.
+    /// Call after [`Cli::validate`].
+    pub fn sampling(&self) -> Option<SamplingConfig> {
+        self.cell_contract.then(|| SamplingConfig {
+            interval: Duration::from_secs_f64(self.sample_interval_seconds),
+            timeout: Duration::from_secs_f64(self.sample_timeout_seconds),
+            concurrency: usize::from(self.sample_concurrency),
+            dead_after: Duration::from_secs_f64(self.dead_cell_seconds),
+        })
+    }
+
     /// The namespaces to watch.
     pub fn scope(&self) -> Scope {
         let list: Vec<String> = self
@@ -189,6 +252,23 @@ impl Cli {
                 problem: format!("must be shorter than --renew-deadline-seconds ({renew:?}), got {retry:?}"),
             });
         }
+        let interval = seconds("sample-interval-seconds", self.sample_interval_seconds)?;
+        let timeout = seconds("sample-timeout-seconds", self.sample_timeout_seconds)?;
+        let dead = seconds("dead-cell-seconds", self.dead_cell_seconds)?;
+        if self.cell_contract && dead <= interval.max(timeout) {
+            return Err(FlagError {
+                flag: "dead-cell-seconds",
+                problem: format!(
+                    "must be longer than --sample-interval-seconds and --sample-timeout-seconds, got {dead:?}"
+                ),
+            });
+        }
+        if self.sample_concurrency == 0 {
+            return Err(FlagError {
+                flag: "sample-concurrency",
+                problem: "must be at least 1".to_owned(),
+            });
+        }
         if self.concurrency == 0 {
             return Err(FlagError {
                 flag: "concurrency",
@@ -215,6 +295,10 @@ mod tests {
         assert_eq!(cli.scope(), Scope::All);
         assert!(cli.leader_elect);
         cli.validate().unwrap();
+        let sampling = cli.sampling().expect("cells speak the contract by default");
+        assert!(sampling.dead_after > sampling.interval);
+        let off = Cli::try_parse_from(["fleetforge-operator", "--cell-contract", "false"]).unwrap();
+        assert!(off.sampling().is_none());
     }
 
     #[test]
@@ -238,6 +322,8 @@ mod tests {
         .unwrap();
         let err = cli.validate().unwrap_err();
         assert_eq!(err.flag, "renew-deadline-seconds");
+        let cli = Cli::try_parse_from(["fleetforge-operator", "--dead-cell-seconds", "0.5"]).unwrap();
+        assert_eq!(cli.validate().unwrap_err().flag, "dead-cell-seconds");
         let err = seconds("resync-seconds", -1.0).unwrap_err();
         assert!(err.to_string().starts_with("--resync-seconds:"), "{err}");
     }

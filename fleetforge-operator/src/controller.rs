@@ -17,7 +17,7 @@ use fleetforge_core::{Health, Timestamp};
 use fleetforge_crd::keys::{ANNOTATION_FORCE_MERGE, ANNOTATION_FORCE_SPLIT, ANNOTATION_ROLE, ROLE_ACTIVE};
 use fleetforge_crd::{WorldSpec, WorldSpecStatus, resolve_force_merge, to_world};
 use fleetforge_obs::metrics as m;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
@@ -28,12 +28,15 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::apply::Executor;
 use crate::backoff::Backoff;
-use crate::cell_pod::{DesiredError, desired_service};
+use crate::cell_client::CellClient;
+use crate::cell_pod::{DesiredError, desired_service, desired_token_secret, token_secret_name};
+use crate::cell_token::{TokenKeys, WorldTokens};
 use crate::diff::covers;
 use crate::events::{self, event};
 use crate::expectations::{CachedPod, Expectations, Expected};
 use crate::observe::{history_from_status, observe_world};
 use crate::overrides::{removal_patch, requester, settled};
+use crate::sampling::Samples;
 use crate::status::{invalid_spec_status, world_status};
 
 /// The one field manager every write of the operator goes under.
@@ -77,6 +80,27 @@ pub struct Context {
     pub expectations: Expectations,
     /// Resync and requeue intervals.
     pub timing: Timing,
+    /// Recent load samples of every cell process.
+    pub samples: Arc<Samples>,
+    /// Calls to cells; `None` when cells do not speak the cell contract (no
+    /// sampling, nothing to hand over).
+    pub cells: Option<CellClient>,
+    /// Where the worlds' cell tokens come from.
+    pub tokens: Arc<TokenKeys>,
+}
+
+impl Context {
+    /// The cell tokens of `ws`. A key that can no longer be read is reported and
+    /// the last good one kept.
+    pub fn world_tokens(&self, ws: &WorldSpec) -> WorldTokens {
+        let (tokens, error) = self
+            .tokens
+            .world_tokens(ws.metadata.uid.as_deref().unwrap_or_default());
+        if let Some(error) = error {
+            warn!(%error, "cell token key unreadable; keeping the last good key");
+        }
+        tokens
+    }
 }
 
 /// Why a reconcile failed; it is retried with the world's backoff.
@@ -242,6 +266,18 @@ async fn plan_and_apply(
     for e in &unreadable {
         warn!(error = %e, "cell Pod cannot be read; it is left alone");
     }
+    if ctx.cells.is_some() {
+        for cell in &mut observed.cells {
+            let pod_name = cell.cell.process_name(&name);
+            if let Some(uid) = pods
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(pod_name.as_str()))
+                .and_then(|p| p.metadata.uid.as_deref())
+            {
+                ctx.samples.overlay(uid, cell, now);
+            }
+        }
+    }
     let (history, bad_history) = history_from_status(ws.status.as_ref());
     for e in &bad_history {
         warn!(error = %e, "status.recentTransitions entry cannot be read; left out of the history");
@@ -254,7 +290,7 @@ async fn plan_and_apply(
     let plan = fleetforge_core::plan(&world, &observed, now);
     debug!(transitions = plan.transitions.len(), phase = %plan.summary.phase, "planned");
 
-    apply_service(ctx, ws).await?;
+    apply_service_and_token(ctx, ws).await?;
     let progress = Executor::new(ctx, ws, &world, &observed, pods, now, expected)
         .run(&plan)
         .await?;
@@ -272,11 +308,27 @@ async fn plan_and_apply(
             .cells
             .iter()
             .any(|c| c.health != Health::Ready || !c.is_active());
-    Ok(if busy {
-        Action::requeue(ctx.timing.busy)
-    } else {
-        Action::requeue(ctx.timing.resync)
-    })
+    if busy {
+        return Ok(Action::requeue(ctx.timing.busy));
+    }
+    // Load samples wake the world when a threshold is crossed or has held, but a
+    // cell that stayed hot through a cooldown or the rate limit needs a look when
+    // those end.
+    let pacing_ends = observed
+        .history
+        .iter()
+        .flat_map(|r| {
+            [
+                r.at + world.policy.cooldown,
+                r.at + world.policy.rate_limit_period,
+            ]
+        })
+        .filter(|&end| end > now)
+        .min();
+    let wait = pacing_ends.map_or(ctx.timing.resync, |end| {
+        (end.since(now) + Duration::from_millis(100)).min(ctx.timing.resync)
+    });
+    Ok(Action::requeue(wait))
 }
 
 fn key_label(namespace: &str, name: &str) -> String {
@@ -292,9 +344,13 @@ pub(crate) async fn publish(ctx: &Context, ws: &WorldSpec, ev: kube::runtime::ev
     }
 }
 
-/// Applies the world's headless Service when it is missing or differs.
-async fn apply_service(ctx: &Context, ws: &WorldSpec) -> Result<(), Error> {
-    let desired = desired_service(ws)?;
+/// Applies the world's token Secret and headless Service when the Service is
+/// missing or differs. The Service carries the fingerprint of the tokens, so a
+/// new master key shows as a Service that differs: the Secret is written first,
+/// then the Service records that it was. The operator never reads the Secret.
+async fn apply_service_and_token(ctx: &Context, ws: &WorldSpec) -> Result<(), Error> {
+    let tokens = ctx.world_tokens(ws);
+    let desired = desired_service(ws, &tokens.fingerprint())?;
     let namespace = desired.metadata.namespace.clone().unwrap_or_default();
     let name = desired.metadata.name.clone().unwrap_or_default();
     let live = ctx.services.get(&ObjectRef::new(&name).within(&namespace));
@@ -304,6 +360,18 @@ async fn apply_service(ctx: &Context, ws: &WorldSpec) -> Result<(), Error> {
     {
         return Ok(());
     }
+    let secret = desired_token_secret(ws, &tokens)?;
+    let secret_name = token_secret_name(&ws.name_any());
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    secrets
+        .patch(
+            &secret_name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .map_err(|e| Error::api("apply", format!("secret {namespace}/{secret_name}"), e))?;
+    info!(secret = %secret_name, "applied the world's cell token Secret");
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
     api.patch(
         &name,
@@ -475,6 +543,9 @@ mod tests {
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
             expectations: Expectations::new(Duration::ZERO),
             timing: Timing::default(),
+            samples: Arc::new(Samples::new(Duration::from_secs(5))),
+            cells: None,
+            tokens: Arc::new(TokenKeys::ephemeral().unwrap()),
         })
     }
 

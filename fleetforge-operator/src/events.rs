@@ -2,7 +2,7 @@
 //! of thing that happened, so `kubectl get events --field-selector reason=CellSplit`
 //! finds every split.
 
-use fleetforge_core::plan::TransitionKind;
+use fleetforge_core::plan::{Transition, TransitionKind};
 use kube::runtime::events::{Event, EventType};
 
 /// The world's first cells were created.
@@ -26,6 +26,16 @@ pub const CELL_ROLLED_OUT: &str = "CellRolledOut";
 /// A split, merge, replacement or repartition was undone: its new cells never
 /// became ready in time.
 pub const TRANSITION_ROLLED_BACK: &str = "TransitionRolledBack";
+/// A split was undone: a child did not become ready in time (or failed), so the
+/// children were deleted and the parent kept serving.
+pub const SPLIT_ROLLED_BACK: &str = "SplitRolledBack";
+/// A merge was undone: the merged cell did not become ready in time.
+pub const MERGE_ROLLED_BACK: &str = "MergeRolledBack";
+/// Sessions moved from one cell to others (a split, merge or roll-out).
+pub const SESSIONS_HANDED_OVER: &str = "SessionsHandedOver";
+/// A cell died before handing its sessions over; its last reported players are
+/// lost.
+pub const SESSIONS_LOST: &str = "SessionsLost";
 /// Left-over cells no transition needs were retired.
 pub const CELLS_CLEANED_UP: &str = "CellsCleanedUp";
 /// The spec cannot be planned; the field is named in the note.
@@ -38,16 +48,20 @@ pub const OVERRIDE_REJECTED: &str = "OverrideRejected";
 /// Longest note the API server accepts on an Event.
 const MAX_NOTE: usize = 1024;
 
-/// The reason recorded when a transition of `kind` starts.
-pub fn started_reason(kind: TransitionKind) -> &'static str {
-    match kind {
+/// The reason recorded when `transition` starts.
+pub fn started_reason(transition: &Transition) -> &'static str {
+    match transition.kind {
         TransitionKind::Initialize => WORLD_INITIALIZED,
         TransitionKind::Repartition => WORLD_REPARTITIONED,
         TransitionKind::Split => CELL_SPLIT,
         TransitionKind::Merge => CELL_MERGED,
         TransitionKind::Replace | TransitionKind::Fill => CELL_REPLACED,
         TransitionKind::Rollout => CELL_ROLLED_OUT,
-        TransitionKind::RollBack => TRANSITION_ROLLED_BACK,
+        TransitionKind::RollBack => match transition.undoes {
+            Some(TransitionKind::Split) => SPLIT_ROLLED_BACK,
+            Some(TransitionKind::Merge) => MERGE_ROLLED_BACK,
+            _ => TRANSITION_ROLLED_BACK,
+        },
         TransitionKind::Cleanup => CELLS_CLEANED_UP,
     }
 }
@@ -87,18 +101,28 @@ mod tests {
     #[test]
     fn every_transition_kind_has_its_own_reason_except_fill_and_replace() {
         use TransitionKind::*;
-        let kinds = [
-            Initialize,
-            Fill,
-            Split,
-            Merge,
-            Replace,
-            Rollout,
-            Repartition,
-            RollBack,
-            Cleanup,
+        let t = |kind, undoes| Transition {
+            kind,
+            undoes,
+            continues: false,
+            reason: String::new(),
+            actions: Vec::new(),
+        };
+        let transitions = [
+            t(Initialize, None),
+            t(Fill, None),
+            t(Split, None),
+            t(Merge, None),
+            t(Replace, None),
+            t(Rollout, None),
+            t(Repartition, None),
+            t(RollBack, None),
+            t(RollBack, Some(Split)),
+            t(RollBack, Some(Merge)),
+            t(Cleanup, None),
         ];
-        let reasons: std::collections::BTreeSet<_> = kinds.iter().map(|k| started_reason(*k)).collect();
-        assert_eq!(reasons.len(), kinds.len() - 1);
+        let reasons: std::collections::BTreeSet<_> = transitions.iter().map(started_reason).collect();
+        assert_eq!(reasons.len(), transitions.len() - 1);
+        assert_eq!(started_reason(&t(RollBack, Some(Split))), SPLIT_ROLLED_BACK);
     }
 }

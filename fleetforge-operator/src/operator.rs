@@ -7,6 +7,7 @@
 //! or was taken), the process exits at once: better a restart than a leader that
 //! no longer is one.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -19,6 +20,7 @@ use tracing::{error, info, warn};
 use fleetforge_obs::metrics as m;
 use fleetforge_obs::{AdminState, serve_admin};
 
+use crate::cell_token::TokenKeys;
 use crate::cli::{Cli, seconds};
 use crate::controller::Timing;
 use crate::leader::{Election, LeaderConfig};
@@ -74,6 +76,20 @@ fn lease_namespace(cli: &Cli) -> String {
         .unwrap_or_else(|| "fleetforge-system".to_owned())
 }
 
+/// The master key of the cell tokens: the mounted key directory, else a random
+/// key for development.
+fn token_keys(cli: &Cli) -> anyhow::Result<TokenKeys> {
+    match &cli.cell_token_key_dir {
+        Some(dir) => Ok(TokenKeys::from_dir(dir)?),
+        None => {
+            warn!(
+                "no --cell-token-key-dir: cell tokens come from a random key that changes with every restart and replica; mount a key Secret in production"
+            );
+            Ok(TokenKeys::ephemeral()?)
+        }
+    }
+}
+
 /// Resolves on the first SIGTERM or SIGINT.
 async fn signal() {
     let term = async {
@@ -114,6 +130,8 @@ pub async fn run_until(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'st
             ..Timing::default()
         },
         instance: identity.clone(),
+        sampling: cli.sampling(),
+        tokens: Arc::new(token_keys(&cli)?),
     };
 
     let lease_namespace = lease_namespace(&cli);

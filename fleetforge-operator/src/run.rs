@@ -19,8 +19,11 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
+use crate::cell_client::CellClient;
+use crate::cell_token::TokenKeys;
 use crate::controller::{Context, Timing, error_policy, reconcile};
 use crate::expectations::Expectations;
+use crate::sampling::{Samples, SamplingConfig, run_sampler};
 
 /// Which namespaces the operator watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +55,16 @@ pub struct ControllerSettings {
     pub timing: Timing,
     /// Name of the reporting controller instance in Events (the Pod name).
     pub instance: String,
+    /// Load sampling and hand-overs; `None` for cells that do not speak the cell
+    /// contract (their health then comes from their Pods only).
+    pub sampling: Option<SamplingConfig>,
+    /// Where the worlds' cell tokens come from.
+    pub tokens: Arc<TokenKeys>,
 }
+
+/// Limit of one cell's whole hand-over: it exports every session it holds, in
+/// batches, to each target.
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The selector of everything the operator creates for worlds.
 fn managed_selector() -> String {
@@ -111,6 +123,12 @@ pub async fn run_controllers(
     );
     let mut stores: Vec<(Store<WorldSpec>, Store<Pod>, Store<Service>)> = Vec::new();
     let mut controllers = Vec::new();
+    let mut samplers = Vec::new();
+    let cells = settings
+        .sampling
+        .as_ref()
+        .map(|s| CellClient::new(s.timeout, HANDOFF_TIMEOUT));
+    let dead_after = settings.sampling.as_ref().map_or(Duration::MAX, |s| s.dead_after);
     for ns in &namespaces {
         let ns = ns.as_deref();
         let children = watcher::Config::default()
@@ -138,18 +156,34 @@ pub async fn run_controllers(
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300)),
             expectations: Expectations::new(Duration::from_secs(30)),
             timing: settings.timing.clone(),
+            samples: Arc::new(Samples::new(dead_after)),
+            cells: cells.clone(),
+            tokens: settings.tokens.clone(),
         });
-        let mut stop = stop.clone();
+        let (wake, woken) = futures::channel::mpsc::unbounded();
+        let mut stop_controller = stop.clone();
         let controller = Controller::new(
             api_for::<WorldSpec>(&client, ns),
             watcher::Config::default().any_semantic(),
         )
         .owns_stream(pod_stream)
         .owns_stream(svc_stream)
+        .reconcile_on(woken)
         .with_config(Config::default().concurrency(settings.concurrency))
         .graceful_shutdown_on(async move {
-            let _ = stop.wait_for(|s| *s).await;
+            let _ = stop_controller.wait_for(|s| *s).await;
         });
+        if let (Some(config), Some(cells)) = (settings.sampling.clone(), cells.clone()) {
+            samplers.push(tokio::spawn(run_sampler(
+                pods.clone(),
+                controller.store(),
+                ctx.samples.clone(),
+                cells,
+                config,
+                wake,
+                stop.clone(),
+            )));
+        }
         stores.push((controller.store(), pods, services));
         let scope = ns.unwrap_or("*").to_owned();
         controllers.push(
@@ -183,5 +217,8 @@ pub async fn run_controllers(
 
     info!(scope = ?settings.scope, concurrency = settings.concurrency, "controllers running");
     join_all(controllers).await;
+    for sampler in samplers {
+        sampler.abort();
+    }
     info!("controllers stopped");
 }

@@ -51,6 +51,8 @@ pub const REQUIRED: &[Permission] = &[
     p("", "services", "watch"),
     p("", "services", "create"),
     p("", "services", "patch"),
+    p("", "secrets", "create"),
+    p("", "secrets", "patch"),
     p("events.k8s.io", "events", "create"),
     p("events.k8s.io", "events", "patch"),
 ];

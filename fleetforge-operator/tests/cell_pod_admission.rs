@@ -8,9 +8,10 @@ use anyhow::{Context as _, bail, ensure};
 use common::{restricted_namespace, sample_world};
 use fleetforge_core::{Action, Health, Observed, Role, Timestamp, plan};
 use fleetforge_crd::{WorldSpec, to_world};
-use fleetforge_operator::{desired_pod, desired_service, observed_cell};
+use fleetforge_operator::cell_token::TokenKeys;
+use fleetforge_operator::{desired_pod, desired_service, desired_token_secret, observed_cell};
 use fleetforge_testenv::{Profile, TestEnv};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{Api, PostParams};
 
 #[tokio::test]
@@ -40,6 +41,19 @@ async fn cell_pod_and_service_are_admitted_under_restricted_pod_security() -> an
         Role::Incoming
     };
     let desired = desired_pod(&ws, &world, &cell, &bounds, role)?;
+    // The token Secret the Pod mounts; only its name is in the Pod spec.
+    let tokens = TokenKeys::ephemeral()?
+        .world_tokens(ws.metadata.uid.as_deref().unwrap_or_default())
+        .0;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .create(&PostParams::default(), &desired_token_secret(&ws, &tokens)?)
+        .await?;
+    let spec_json = serde_json::to_string(&desired.spec)?;
+    ensure!(
+        !spec_json.contains(&tokens.current),
+        "the token leaked into the Pod spec"
+    );
 
     // Admitted (a PodSecurity violation is a 403 on create), and observed back as
     // the same cell. No scheduler runs in this profile, so it stays Pending.
@@ -62,7 +76,10 @@ async fn cell_pod_and_service_are_admitted_under_restricted_pod_security() -> an
 
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     let svc = services
-        .create(&PostParams::default(), &desired_service(&ws)?)
+        .create(
+            &PostParams::default(),
+            &desired_service(&ws, &tokens.fingerprint())?,
+        )
         .await?;
     let spec = svc.spec.context("service has no spec")?;
     assert_eq!(spec.cluster_ip.as_deref(), Some("None"));

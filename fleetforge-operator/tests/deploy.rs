@@ -132,6 +132,8 @@ async fn the_operator_runs_with_the_shipped_rbac_only() -> anyhow::Result<()> {
         concurrency: 4,
         timing: Timing::default(),
         instance: "rbac-test".to_owned(),
+        sampling: None,
+        tokens: std::sync::Arc::new(fleetforge_operator::cell_token::TokenKeys::ephemeral()?),
     };
     let controllers = tokio::spawn(run_controllers(operator.clone(), settings, stop_rx, || {}));
 

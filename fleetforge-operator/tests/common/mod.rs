@@ -76,6 +76,8 @@ impl InProcess {
                 ..Timing::default()
             },
             instance: user.clone(),
+            sampling: None,
+            tokens: std::sync::Arc::new(fleetforge_operator::cell_token::TokenKeys::ephemeral()?),
         };
         let synced = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = synced.clone();
