@@ -1,12 +1,14 @@
 //! `cargo xtask demo`: FleetForge on an embedded default. Starts the local control
 //! plane (cluster profile: scheduler, controller-manager and kwok nodes, so cell
-//! Pods are scheduled and turn Ready), installs the WorldSpec CRD, starts the
-//! operator, applies the sample worlds from `examples/worlds/` and prints each
-//! cell as it becomes Ready, then each world as it turns Ready. Keeps everything
-//! up for `kubectl` until Ctrl-C, or stops there with `--exit`.
+//! Pods are scheduled and get loopback IPs), runs a `cell-sim` process for every
+//! cell Pod at its Pod's IP (the local cell runner), installs the WorldSpec CRD,
+//! starts the operator, applies the sample worlds from `examples/worlds/` and
+//! prints each cell as it becomes Ready, then each world as it turns Ready (every
+//! cell answering the operator's load samples). Keeps everything up for `kubectl`
+//! and `curl` until Ctrl-C, or stops there with `--exit`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -14,13 +16,15 @@ use clap::Parser;
 use fleetforge_crd::WorldSpec;
 use fleetforge_crd::keys::{ANNOTATION_BOUNDS, ANNOTATION_CELL, ANNOTATION_WORLD, APP_NAME, LABEL_NAME};
 use fleetforge_operator::cli::Cli;
-use fleetforge_testenv::{Options, Profile, TestEnv};
+use fleetforge_testenv::{CellRunner, Options, Profile, TestEnv};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::oneshot;
+
+use crate::bench_gate::{cargo, target_dir};
 
 /// The field manager the demo applies the samples with.
 const MANAGER: &str = "fleetforge-demo";
@@ -32,10 +36,24 @@ const READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// Ready instead of waiting for Ctrl-C.
 pub fn run(root: &Path, exit: bool) -> anyhow::Result<()> {
     crate::k8s::run(root, false)?;
+    let cell_sim = build_cell_sim(root)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(demo(root, exit))
+        .block_on(demo(root, &cell_sim, exit))
+}
+
+/// Builds the cell simulator and returns the path of its binary.
+fn build_cell_sim(root: &Path) -> anyhow::Result<PathBuf> {
+    let status = std::process::Command::new(cargo())
+        .current_dir(root)
+        .args(["build", "--package", "fleetforge-examples", "--bin", "cell-sim"])
+        .status()
+        .context("cannot start cargo")?;
+    if !status.success() {
+        bail!("building the cell simulator failed ({status})");
+    }
+    Ok(target_dir(root).join("debug").join("cell-sim"))
 }
 
 fn is_ready(pod: &Pod) -> bool {
@@ -54,7 +72,7 @@ fn world_ready(ws: &WorldSpec) -> bool {
     })
 }
 
-async fn demo(root: &Path, exit: bool) -> anyhow::Result<()> {
+async fn demo(root: &Path, cell_sim: &Path, exit: bool) -> anyhow::Result<()> {
     println!("starting the local control plane (etcd, kube-apiserver with RBAC and PodSecurity,");
     println!("controller-manager, scheduler, kwok nodes) ...");
     let env = TestEnv::start_with(Options::new(Profile::Cluster).nodes(3)).await?;
@@ -68,6 +86,12 @@ async fn demo(root: &Path, exit: bool) -> anyhow::Result<()> {
     fleetforge_obs::init_logging(fleetforge_obs::LogFormat::Text, "warn")?;
     let client = env.client().await?;
     let kubeconfig = env.admin_kubeconfig().display().to_string();
+    let cell_logs = env.dir().join("cells");
+    let runner = CellRunner::start(client.clone(), cell_sim, &cell_logs)?;
+    println!(
+        "cell runner started: one cell-sim process per cell Pod, bound to the Pod's IP (logs in {})",
+        cell_logs.display()
+    );
 
     // The operator, as its binary runs it (leader election included).
     let cli = Cli::try_parse_from([
@@ -165,6 +189,7 @@ async fn demo(root: &Path, exit: bool) -> anyhow::Result<()> {
 
     println!("\nkubeconfig: {kubeconfig}");
     println!("try: kubectl --kubeconfig {kubeconfig} get worldspecs -A");
+    println!("     curl http://<cell IP>:8080/v1/load");
     if !exit {
         println!("the control plane and the operator stay up until Ctrl-C");
         tokio::signal::ctrl_c().await?;
@@ -173,6 +198,7 @@ async fn demo(root: &Path, exit: bool) -> anyhow::Result<()> {
     printer.abort();
     let _ = stop_operator.send(());
     operator.await??;
+    runner.stop();
     Ok(())
 }
 

@@ -96,6 +96,10 @@ async fn load(root: &Path, binary: &Path, worlds: usize, cells: u32) -> anyhow::
         .arg(&kubeconfig)
         .args(["--lease-namespace", "default", "--admin-addr", "127.0.0.1:0"])
         .args(["--resync-seconds", "2", "--log", "warn"])
+        // The load run measures the control plane: its cells are kwok Pods with
+        // no process behind them, so there is no load to sample and nothing to
+        // hand over.
+        .args(["--cell-contract", "false"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
         .spawn()

@@ -4,6 +4,7 @@
 mod bench_gate;
 mod crdgen;
 mod demo;
+mod e2e;
 mod k8s;
 mod load;
 
@@ -43,6 +44,10 @@ enum Task {
         #[arg(long)]
         exit: bool,
     },
+    /// The elastic loop end to end, from a release build: cells as real processes,
+    /// split/merge rounds, a load storm and a dead cell; prints latencies,
+    /// hand-over time and sessions lost.
+    E2e,
     /// Load run: the operator binary (release) with many worlds on the local
     /// cluster; prints time to Ready, API writes per cell and memory.
     Load {
@@ -77,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         Task::Crdgen { check } => crdgen::run(&root, check),
         Task::K8s { print_dir } => k8s::run(&root, print_dir),
         Task::Demo { exit } => demo::run(&root, exit),
+        Task::E2e => e2e::run(&root),
         Task::Load { worlds, cells } => load::run(&root, worlds, cells),
         Task::BenchGate { short, update } => bench_gate::run_gate(&root, short, update),
     }
