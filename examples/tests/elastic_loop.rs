@@ -571,6 +571,11 @@ async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Re
     let handed_over = metric(&m, "fleetforge_sessions_handed_over_total");
     let handoff_seconds = metric(&m, "fleetforge_handoff_duration_seconds_sum");
     let handoffs = metric(&m, "fleetforge_handoff_duration_seconds_count");
+    let mean = |name: &str| metric(&m, &format!("{name}_sum")) / metric(&m, &format!("{name}_count"));
+    let (split_mean, merge_mean) = (
+        mean("fleetforge_split_duration_seconds"),
+        mean("fleetforge_merge_duration_seconds"),
+    );
 
     // 3. A cell's process dies as with its node, while its Pod still says
     // Running. Its sessions are gone with it; the operator must notice from the
@@ -642,6 +647,9 @@ async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Re
         } else {
             f64::NAN
         }
+    );
+    println!(
+        "operator's own view (plan started -> old cells retired), mean: split {split_mean:.2}s, merge {merge_mean:.2}s"
     );
     println!("sessions lost in the rounds and the storm: 0");
     println!(
