@@ -8,6 +8,8 @@
 //!    until it splits; the children must tile the parent, and every session must
 //!    sit in exactly one cell that contains it, none lost. Load is lowered until
 //!    the siblings merge back, with the same checks.
+//!    A split whose child never comes up is rolled back: the children go, the
+//!    parent keeps serving with its sessions.
 //! 2. A storm: several cells hot at once, and again once split. The rate limit and
 //!    the cooldown must hold throughout, and no session is lost.
 //! 3. A cell's process is killed as if its node died: it must be detected and
@@ -35,6 +37,7 @@ use fleetforge_operator::cell_pod::token_secret_name;
 use fleetforge_operator::cli::Cli;
 use fleetforge_testenv::{CellRunner, Profile, TestEnv};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -42,6 +45,8 @@ use tokio::sync::oneshot;
 
 /// The world of the split/merge rounds and the dead cell.
 const FRONTIER: &str = "frontier";
+/// The world whose split is rolled back.
+const FRAGILE: &str = "fragile";
 /// The world of the storm, with tight pacing from its start.
 const TEMPEST: &str = "tempest";
 /// The storm world's rate limit: splits and merges per period.
@@ -487,6 +492,40 @@ async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Re
         "sessions lost in the split/merge rounds"
     );
 
+    // A split whose child never comes up (its image cannot start, say) is
+    // rolled back after the world's transition timeout: the children go, the
+    // parent keeps serving with every session.
+    let mut fragile = world_spec(&ns, FRAGILE, 10, Duration::from_secs(10), 2)?;
+    fragile.spec.scaling.transition_timeout_seconds = 3;
+    worlds.create(&PostParams::default(), &fragile).await?;
+    let shaky = players_of(&client, &ns, FRAGILE).await?;
+    let before = layout(&client, &ns, FRAGILE, &shaky, &[c0.clone(), c1.clone()]).await?;
+    let [stuck, _] = c0.children();
+    runner.hold(&ns, &stuck.name(FRAGILE));
+    let hot_cell = before.iter().find(|c| c.id == c0).context("c0")?.clone();
+    shaky.add(&hot_cell.ip, hot, 0.0).await?;
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    until("a SplitRolledBack Event", || async {
+        let list = events.list(&ListParams::default()).await?;
+        Ok(list
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("SplitRolledBack")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(FRAGILE)
+            })
+            .then_some(()))
+    })
+    .await?;
+    // Cool the parent so it does not try again, then it must be as before.
+    shaky.remove(&hot_cell.ip, hot).await?;
+    let after = layout(&client, &ns, FRAGILE, &shaky, &[c0.clone(), c1.clone()]).await?;
+    ensure!(
+        after.iter().find(|c| c.id == c0).map(|c| &c.pod) == Some(&hot_cell.pod),
+        "the parent of a rolled-back split was replaced"
+    );
+    check_sessions(&world_bounds, &after, &shaky, 0).await?;
+
     // 2. A storm on a world paced at 2 splits or merges per 20 s and 8 s of
     // cooldown: both cells hot at once, then all four children.
     worlds
@@ -652,6 +691,7 @@ async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Re
         "operator's own view (plan started -> old cells retired), mean: split {split_mean:.2}s, merge {merge_mean:.2}s"
     );
     println!("sessions lost in the rounds and the storm: 0");
+    println!("a split whose child never came up: rolled back (SplitRolledBack), the parent kept serving");
     println!(
         "storm: {first_wave} splits in the first {}s period, {} in the second (limit {STORM_MAX})",
         STORM_PERIOD.as_secs(),

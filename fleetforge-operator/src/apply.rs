@@ -111,16 +111,11 @@ impl<'a> Executor<'a> {
     }
 
     async fn run_transition(&mut self, transition: &Transition) -> Result<(), Error> {
-        if !transition.continues {
-            info!(kind = %transition.kind, reason = %transition.reason, "transition started");
-            metrics::counter!(m::TRANSITIONS, "kind" => transition.kind.to_string()).increment(1);
-            let ev = event(
-                EventType::Normal,
-                started_reason(transition),
-                &transition.kind.to_string(),
-                transition.reason.clone(),
-            );
-            publish(self.ctx, self.ws, ev).await;
+        // A roll-back is planned from what it finds (it "continues" what went
+        // wrong) until its cells are gone: it is told once, when it deletes them.
+        let rolls_back = transition.kind == TransitionKind::RollBack;
+        if !transition.continues && !rolls_back {
+            self.started(transition).await;
         }
         // Whole-world transitions are told by their one Event; per-cell Events
         // would bury it.
@@ -157,7 +152,23 @@ impl<'a> Executor<'a> {
         if retired && let Some(targets) = handed_over {
             self.completed(transition.kind, targets);
         }
+        if retired && rolls_back {
+            self.started(transition).await;
+        }
         Ok(())
+    }
+
+    /// Counts, logs and records the Event of a transition that begins.
+    async fn started(&self, transition: &Transition) {
+        info!(kind = %transition.kind, reason = %transition.reason, "transition started");
+        metrics::counter!(m::TRANSITIONS, "kind" => transition.kind.to_string()).increment(1);
+        let ev = event(
+            EventType::Normal,
+            started_reason(transition),
+            &transition.kind.to_string(),
+            transition.reason.clone(),
+        );
+        publish(self.ctx, self.ws, ev).await;
     }
 
     /// Records a split or merge whose old cells are now retired: its count and how

@@ -163,6 +163,16 @@ impl CellRunner {
         Ok(())
     }
 
+    /// Never starts a process for a Pod named `namespace/pod`, now or later: a
+    /// cell whose process cannot come up (a crash-looping image, a node that
+    /// cannot pull it). Only Pods not started yet are affected.
+    pub fn hold(&self, namespace: &str, pod: &str) {
+        self.shared
+            .lock()
+            .held
+            .insert((namespace.to_owned(), pod.to_owned()));
+    }
+
     /// The Pods whose process is alive (including one still shutting down after its
     /// Pod was deleted), as `(namespace, pod)`, sorted.
     pub fn running(&self) -> Vec<(String, String)> {
@@ -284,6 +294,8 @@ struct State {
     cells: HashMap<PodKey, Cell>,
     /// Set when the runner is dropped: nothing may start after.
     closed: bool,
+    /// Pods, by namespace and name, whose process is never started.
+    held: HashSet<(String, String)>,
 }
 
 /// One Pod: the uid tells a Pod from a later one of the same name.
@@ -447,6 +459,9 @@ fn on_pod(shared: &Arc<Shared>, pod: &Pod) {
     }
     let mut state = shared.lock();
     if state.closed || state.cells.contains_key(&key) {
+        return;
+    }
+    if state.held.contains(&(key.namespace.clone(), key.name.clone())) {
         return;
     }
     state.cells.insert(
