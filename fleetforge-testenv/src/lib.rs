@@ -101,10 +101,18 @@ pub struct Options {
     pub ready_timeout: Duration,
 }
 
+/// A loopback /16 for Pod IPs, `127.N.0.0/16` with N from 1 to 250 picked by the
+/// process id: two environments running at once (a test binary and the demo, say)
+/// then rarely hand out the same Pod IPs, whose cell processes would collide on
+/// their ports.
+pub fn default_pod_cidr() -> String {
+    format!("127.{}.0.0/16", 1 + std::process::id() % 250)
+}
+
 impl Options {
-    /// Defaults for `profile`: 3 nodes, 110 pods per node, pods in 127.1.0.0/16, the
-    /// CRDs in `$FLEETFORGE_CRD_DIR` or else the workspace's `deploy/crd/`, a 10s node
-    /// grace period.
+    /// Defaults for `profile`: 3 nodes, 110 pods per node, pods in a loopback /16 of
+    /// this process's own ([`default_pod_cidr`]), the CRDs in `$FLEETFORGE_CRD_DIR`
+    /// or else the workspace's `deploy/crd/`, a 10s node grace period.
     pub fn new(profile: Profile) -> Options {
         let crd_dir = std::env::var_os("FLEETFORGE_CRD_DIR")
             .filter(|d| !d.is_empty())
@@ -113,7 +121,7 @@ impl Options {
             profile,
             nodes: 3,
             pods_per_node: 110,
-            pod_cidr: "127.1.0.0/16".to_owned(),
+            pod_cidr: default_pod_cidr(),
             crd_dir: Some(crd_dir),
             node_monitor_grace_period: Duration::from_secs(10),
             audit_policy: None,
