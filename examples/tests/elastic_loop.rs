@@ -36,9 +36,9 @@ use fleetforge_crd::keys::{
 use fleetforge_operator::cell_pod::token_secret_name;
 use fleetforge_operator::cli::Cli;
 use fleetforge_testenv::{CellRunner, Profile, TestEnv};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -247,6 +247,16 @@ async fn check_sessions(
     Ok(())
 }
 
+/// The cells of the first split generation that split again: the parents of the
+/// cells two levels deep.
+fn split_again(cells: &[Cell]) -> BTreeSet<CellId> {
+    cells
+        .iter()
+        .filter(|c| c.id.depth() == 2)
+        .filter_map(|c| c.id.parent())
+        .collect()
+}
+
 /// The operator's metrics, as Prometheus scrapes them.
 async fn scrape(addr: &str) -> anyhow::Result<BTreeMap<String, f64>> {
     let text = reqwest::get(format!("http://{addr}/metrics"))
@@ -356,16 +366,7 @@ async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Re
     fleetforge_obs::init_logging(fleetforge_obs::LogFormat::Text, "warn")?;
     let client = env.client().await?;
 
-    // A namespace enforcing the restricted Pod Security Standard.
-    let ns = env.create_namespace("elastic").await?;
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            &ns,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {
-                "pod-security.kubernetes.io/enforce": "restricted"}}})),
-        )
-        .await?;
+    let ns = env.create_restricted_namespace("elastic").await?;
 
     // Cell logs outlive the control plane, for a look after a failure.
     let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cells-{ns}"));
@@ -574,22 +575,12 @@ async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Re
     check_sessions(&world_bounds, &cells(&client, &ns, TEMPEST).await?, &storm, total).await?;
     // The next period allows two more, and no third before it ends.
     let second_wave = until("the storm's second wave of splits", || async {
-        let now = cells(&client, &ns, TEMPEST).await?;
-        let parents: BTreeSet<CellId> = now
-            .iter()
-            .filter(|c| c.id.depth() == 2)
-            .filter_map(|c| c.id.parent())
-            .collect();
+        let parents = split_again(&cells(&client, &ns, TEMPEST).await?);
         Ok((parents.len() >= STORM_MAX).then_some(parents))
     })
     .await?;
     while storm_started.elapsed() < 2 * STORM_PERIOD - Duration::from_millis(500) {
-        let now = cells(&client, &ns, TEMPEST).await?;
-        let parents: BTreeSet<CellId> = now
-            .iter()
-            .filter(|c| c.id.depth() == 2)
-            .filter_map(|c| c.id.parent())
-            .collect();
+        let parents = split_again(&cells(&client, &ns, TEMPEST).await?);
         ensure!(
             parents.len() <= STORM_MAX,
             "more than {STORM_MAX} splits in the storm's second period: {parents:?}"

@@ -5,7 +5,7 @@
 mod common;
 
 use anyhow::{Context as _, bail, ensure};
-use common::{restricted_namespace, sample_world};
+use common::sample_world;
 use fleetforge_core::{Action, Health, Observed, Role, Timestamp, plan};
 use fleetforge_crd::{WorldSpec, to_world};
 use fleetforge_operator::cell_token::TokenKeys;
@@ -18,7 +18,7 @@ use kube::api::{Api, PostParams};
 async fn cell_pod_and_service_are_admitted_under_restricted_pod_security() -> anyhow::Result<()> {
     let env = TestEnv::shared(Profile::ApiServer).await?;
     let client = env.client().await?;
-    let ns = restricted_namespace(env, "cell-pod-restricted").await?;
+    let ns = env.create_restricted_namespace("cell-pod-restricted").await?;
 
     // The sample world, created in the test's namespace.
     let ws = sample_world(&ns, "meadow")?;

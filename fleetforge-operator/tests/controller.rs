@@ -71,7 +71,7 @@ fn cell_ids(pods: &[Pod]) -> BTreeSet<String> {
 async fn a_world_becomes_ready_cells_and_a_steady_world_writes_nothing() -> anyhow::Result<()> {
     let env = env().await?;
     let client = env.client().await?;
-    let ns = restricted_namespace(env, "converge").await?;
+    let ns = env.create_restricted_namespace("converge").await?;
     let operator = InProcess::start(env, &ns, Duration::from_secs(1)).await?;
 
     let started = Instant::now();
@@ -140,7 +140,7 @@ async fn a_world_becomes_ready_cells_and_a_steady_world_writes_nothing() -> anyh
 async fn an_image_change_rolls_out_one_cell_at_a_time_and_initial_cells_repartition() -> anyhow::Result<()> {
     let env = env().await?;
     let client = env.client().await?;
-    let ns = restricted_namespace(env, "rollout").await?;
+    let ns = env.create_restricted_namespace("rollout").await?;
     let operator = InProcess::start(env, &ns, Duration::from_secs(30)).await?;
     create_world(&client, &sample_world(&ns, "meadow")?).await?;
     ready_world(&client, &ns, "meadow").await?;
@@ -235,7 +235,7 @@ async fn an_image_change_rolls_out_one_cell_at_a_time_and_initial_cells_repartit
 async fn force_split_and_force_merge_by_annotation() -> anyhow::Result<()> {
     let env = env().await?;
     let client = env.client().await?;
-    let ns = restricted_namespace(env, "overrides").await?;
+    let ns = env.create_restricted_namespace("overrides").await?;
     let operator = InProcess::start(env, &ns, Duration::from_secs(30)).await?;
     create_world(&client, &sample_world(&ns, "meadow")?).await?;
     ready_world(&client, &ns, "meadow").await?;
@@ -329,7 +329,7 @@ async fn force_split_and_force_merge_by_annotation() -> anyhow::Result<()> {
 async fn an_invalid_world_is_degraded_while_a_valid_one_beside_it_converges() -> anyhow::Result<()> {
     let env = env().await?;
     let client = env.client().await?;
-    let ns = restricted_namespace(env, "invalid").await?;
+    let ns = env.create_restricted_namespace("invalid").await?;
     let operator = InProcess::start(env, &ns, Duration::from_secs(30)).await?;
 
     // CEL cannot check the override annotation's syntax; the operator can.
@@ -374,7 +374,7 @@ async fn an_invalid_world_is_degraded_while_a_valid_one_beside_it_converges() ->
 async fn a_deleted_cell_pod_is_replaced_and_a_deleted_world_takes_its_cells() -> anyhow::Result<()> {
     let env = env().await?;
     let client = env.client().await?;
-    let ns = restricted_namespace(env, "replace").await?;
+    let ns = env.create_restricted_namespace("replace").await?;
     let operator = InProcess::start(env, &ns, Duration::from_secs(30)).await?;
     create_world(&client, &sample_world(&ns, "meadow")?).await?;
     ready_world(&client, &ns, "meadow").await?;

@@ -137,7 +137,7 @@ async fn the_operator_runs_with_the_shipped_rbac_only() -> anyhow::Result<()> {
     };
     let controllers = tokio::spawn(run_controllers(operator.clone(), settings, stop_rx, || {}));
 
-    let ns = restricted_namespace(&env, "rbac-world").await?;
+    let ns = env.create_restricted_namespace("rbac-world").await?;
     create_world(&admin, &sample_world(&ns, "meadow")?).await?;
     let worlds: Api<WorldSpec> = Api::namespaced(admin.clone(), &ns);
     eventually(

@@ -709,6 +709,20 @@ impl TestEnv {
     /// one environment do not see each other's objects. In the cluster profile it also
     /// waits for the `default` ServiceAccount, without which Pods are rejected.
     pub async fn create_namespace(&self, prefix: &str) -> anyhow::Result<String> {
+        self.namespace_with_labels(prefix, json!({})).await
+    }
+
+    /// [`TestEnv::create_namespace`], enforcing the `restricted` Pod Security
+    /// Standard, as the namespaces FleetForge's cells run in should.
+    pub async fn create_restricted_namespace(&self, prefix: &str) -> anyhow::Result<String> {
+        let labels = json!({
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/enforce-version": "latest",
+        });
+        self.namespace_with_labels(prefix, labels).await
+    }
+
+    async fn namespace_with_labels(&self, prefix: &str, labels: serde_json::Value) -> anyhow::Result<String> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let mut base = sanitize(prefix);
@@ -716,7 +730,7 @@ impl TestEnv {
         let name = format!("{}-{:x}-{n}", base.trim_end_matches('-'), std::process::id());
         let client = self.client().await?;
         let ns: Namespace = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}
         }))?;
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &ns)

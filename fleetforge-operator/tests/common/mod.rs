@@ -1,6 +1,6 @@
-//! Shared fixtures for the operator's integration tests: a restricted namespace,
-//! sample worlds, an in-process operator scoped to one namespace and run as its
-//! own user (so its writes can be counted in the audit log), and polling helpers.
+//! Shared fixtures for the operator's integration tests: sample worlds, an
+//! in-process operator scoped to one namespace and run as its own user (so its
+//! writes can be counted in the audit log), and polling helpers.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::future::Future;
@@ -11,28 +11,11 @@ use fleetforge_crd::WorldSpec;
 use fleetforge_operator::controller::Timing;
 use fleetforge_operator::run::{ControllerSettings, Scope, run_controllers};
 use fleetforge_testenv::{TestEnv, workspace_root};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-/// A namespace enforcing the `restricted` Pod Security Standard.
-pub async fn restricted_namespace(env: &TestEnv, prefix: &str) -> anyhow::Result<String> {
-    let ns = env.create_namespace(prefix).await?;
-    Api::<Namespace>::all(env.client().await?)
-        .patch(
-            &ns,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {
-                "pod-security.kubernetes.io/enforce": "restricted",
-                "pod-security.kubernetes.io/enforce-version": "latest",
-            }}})),
-        )
-        .await?;
-    Ok(ns)
-}
 
 /// The small sample world (`examples/worlds/small.yaml`) named `name` in `ns`.
 pub fn sample_world(ns: &str, name: &str) -> anyhow::Result<WorldSpec> {
