@@ -13,6 +13,9 @@ pub const RECONCILES: &str = "fleetforge_reconciles_total";
 pub const RECONCILE_DURATION: &str = "fleetforge_reconcile_duration_seconds";
 /// Worlds by `phase`.
 pub const WORLDS: &str = "fleetforge_worlds";
+/// Worlds due for a reconcile that has not started yet (triggered by a watch event,
+/// a load sample or a requeue whose time has come).
+pub const RECONCILE_QUEUE_DEPTH: &str = "fleetforge_reconcile_queue_depth";
 /// Active cells of each `world`.
 pub const ACTIVE_CELLS: &str = "fleetforge_active_cells";
 /// Players on each `world`, by the latest load samples.
@@ -46,10 +49,42 @@ pub const SESSIONS_HANDED_OVER: &str = "fleetforge_sessions_handed_over_total";
 /// Player sessions lost with a cell that died before handing them over (its last
 /// reported players).
 pub const SESSIONS_LOST: &str = "fleetforge_sessions_lost_total";
+/// Time from a cell Pod's creation to the cell serving (Ready and, with the cell
+/// contract, answering its load endpoint), in seconds.
+pub const CELL_READY_DURATION: &str = "fleetforge_cell_ready_duration_seconds";
 /// Load samples taken from cells.
 pub const LOAD_SAMPLES: &str = "fleetforge_load_samples_total";
 /// Load samples that failed (no answer in time, or an unreadable answer), by `reason`.
 pub const LOAD_SAMPLING_ERRORS: &str = "fleetforge_load_sampling_errors_total";
+
+/// Every metric the operator exports, by its base name (a histogram also exports
+/// `_bucket`, `_sum` and `_count` series). Dashboards and alert rules may use only
+/// these; a test holds them to it.
+pub const ALL: &[&str] = &[
+    RECONCILES,
+    RECONCILE_DURATION,
+    RECONCILE_QUEUE_DEPTH,
+    WORLDS,
+    ACTIVE_CELLS,
+    PLAYERS,
+    TRANSITIONS,
+    CELLS_CREATED,
+    CELLS_RETIRED,
+    CELL_READY_DURATION,
+    API_ERRORS,
+    LEADER,
+    EXCESS_PERMISSIONS,
+    LEADER_ACQUISITIONS,
+    SPLITS,
+    MERGES,
+    SPLIT_DURATION,
+    MERGE_DURATION,
+    HANDOFF_DURATION,
+    SESSIONS_HANDED_OVER,
+    SESSIONS_LOST,
+    LOAD_SAMPLES,
+    LOAD_SAMPLING_ERRORS,
+];
 
 /// Buckets for reconcile durations: a steady world takes well under a millisecond
 /// of planning, a reconcile that writes takes a few API round trips.
@@ -60,6 +95,10 @@ const RECONCILE_BUCKETS: &[f64] = &[
 /// Buckets for split and merge durations: creating cells, waiting for them to be
 /// ready and handing over take seconds; the prototype's target was under 10 s.
 const TRANSITION_BUCKETS: &[f64] = &[0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0];
+
+/// Buckets for a cell's time to serve: kwok starts a Pod in well under a second,
+/// a real node pulls an image and starts a game server in seconds to a minute.
+const CELL_READY_BUCKETS: &[f64] = &[0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0];
 
 /// Buckets for one cell's hand-over: a few thousand sessions take milliseconds to
 /// a second.
@@ -123,6 +162,15 @@ pub fn describe() {
         SESSIONS_LOST,
         "Player sessions lost with a cell that died before handing them over."
     );
+    describe_gauge!(
+        RECONCILE_QUEUE_DEPTH,
+        "Worlds due for a reconcile that has not started yet."
+    );
+    describe_histogram!(
+        CELL_READY_DURATION,
+        Unit::Seconds,
+        "Time from a cell Pod's creation to the cell serving."
+    );
     describe_counter!(LOAD_SAMPLES, "Load samples taken from cells.");
     describe_counter!(
         LOAD_SAMPLING_ERRORS,
@@ -144,6 +192,7 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
         .set_buckets_for_metric(Matcher::Full(SPLIT_DURATION.to_owned()), TRANSITION_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(MERGE_DURATION.to_owned()), TRANSITION_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(HANDOFF_DURATION.to_owned()), HANDOFF_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(CELL_READY_DURATION.to_owned()), CELL_READY_BUCKETS)?
         .install_recorder()?;
     describe();
     Ok(handle)
