@@ -47,4 +47,4 @@ pub use plan::{
     TransitionKind, plan,
 };
 pub use time::Timestamp;
-pub use world::{InvalidWorld, Overrides, Prediction, ScalingPolicy, World, WorldField};
+pub use world::{InvalidWorld, LayoutCell, Overrides, Prediction, ScalingPolicy, World, WorldField};

@@ -10,6 +10,7 @@ use thiserror::Error;
 use crate::cell::CellId;
 use crate::geometry::{Axis, Bounds};
 use crate::naming::stable_hash;
+use crate::partition::initial_partition;
 
 /// Most initial cells a world may start with.
 pub const MAX_INITIAL_CELLS: u32 = 1000;
@@ -108,7 +109,7 @@ impl Default for ScalingPolicy {
 }
 
 /// Manual requests from the world's owner, honoured regardless of load.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Overrides {
     /// Cells to split now.
@@ -117,6 +118,20 @@ pub struct Overrides {
     /// Parents whose two children are to merge back now.
     #[serde(default)]
     pub force_merge: BTreeSet<CellId>,
+    /// The layout a world with no cells starts from instead of its root
+    /// partition: a restored backup brings back the cells its world had split
+    /// into, not just the initial ones. Ignored once the world has cells.
+    #[serde(default)]
+    pub restore_layout: Vec<LayoutCell>,
+}
+
+/// One cell of a layout given from outside the planner (a restored backup).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayoutCell {
+    /// The cell's place in the partition tree.
+    pub id: CellId,
+    /// The space it serves.
+    pub bounds: Bounds,
 }
 
 /// A field of the world model, named so errors can point at it; the API layer maps
@@ -140,6 +155,7 @@ pub enum WorldField {
     TransitionTimeout,
     PredictionHorizon,
     PredictionMinSamples,
+    RestoreLayout,
 }
 
 impl fmt::Display for WorldField {
@@ -282,7 +298,63 @@ impl World {
                 ));
             }
         }
+        if let Err(problem) = self.check_restore_layout() {
+            errs.push(InvalidWorld::new(F::RestoreLayout, problem));
+        }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+
+    /// A restore layout must be one the planner could have built: cells of this
+    /// world's roots, none inside another, within their root's space, not
+    /// overlapping, and together covering the whole world.
+    fn check_restore_layout(&self) -> Result<(), String> {
+        let layout = &self.overrides.restore_layout;
+        if layout.is_empty() {
+            return Ok(());
+        }
+        if layout.len() > self.policy.max_cells as usize {
+            return Err(format!(
+                "has {} cells, more than max cells ({})",
+                layout.len(),
+                self.policy.max_cells
+            ));
+        }
+        let roots = initial_partition(&self.bounds, self.initial_cells);
+        let mut ids = BTreeSet::new();
+        for cell in layout {
+            let id = &cell.id;
+            let Some((_, root)) = roots.get(id.root_index() as usize) else {
+                return Err(format!(
+                    "cell {id} belongs to no root of this world ({} initial cells)",
+                    self.initial_cells
+                ));
+            };
+            if cell.bounds.dims() != self.bounds.dims() || !root.contains_bounds(&cell.bounds) {
+                return Err(format!("cell {id} is not inside its root cell's space"));
+            }
+            if !ids.insert(id) {
+                return Err(format!("cell {id} is listed twice"));
+            }
+        }
+        for (i, a) in layout.iter().enumerate() {
+            for b in &layout[i + 1..] {
+                if a.id.is_ancestor_of(&b.id) || b.id.is_ancestor_of(&a.id) {
+                    return Err(format!("cells {} and {} are one inside the other", a.id, b.id));
+                }
+                if a.bounds.overlaps(&b.bounds) {
+                    return Err(format!("cells {} and {} overlap", a.id, b.id));
+                }
+            }
+        }
+        let covered: f64 = layout.iter().map(|c| c.bounds.measure()).sum();
+        let whole = self.bounds.measure();
+        // Cuts are floating point: allow for rounding, not for a missing cell.
+        if (covered - whole).abs() > whole * 1e-9 {
+            return Err(format!(
+                "cells cover {covered} of the world's {whole}: some space has no cell"
+            ));
+        }
+        Ok(())
     }
 
     /// Digest of what fixes the root partition (bounds and initial cell count).
@@ -342,6 +414,73 @@ mod tests {
                 WorldField::MaxCells
             ]
         );
+    }
+
+    /// c0 split along x, plus the other three roots of [`world`].
+    fn restored() -> Vec<LayoutCell> {
+        let cell = |id: &str, x: (f64, f64), y: (f64, f64)| LayoutCell {
+            id: id.parse().unwrap(),
+            bounds: Bounds::rect(x, y).unwrap(),
+        };
+        vec![
+            cell("c0-0", (0.0, 20.0), (0.0, 50.0)),
+            cell("c0-1", (20.0, 50.0), (0.0, 50.0)),
+            cell("c1", (50.0, 100.0), (0.0, 50.0)),
+            cell("c2", (0.0, 50.0), (50.0, 100.0)),
+            cell("c3", (50.0, 100.0), (50.0, 100.0)),
+        ]
+    }
+
+    fn layout_problem(layout: Vec<LayoutCell>) -> Option<String> {
+        let mut w = world();
+        w.overrides.restore_layout = layout;
+        w.validate().err().map(|errs| {
+            assert_eq!(errs.len(), 1);
+            assert_eq!(errs[0].field, WorldField::RestoreLayout);
+            errs[0].problem.clone()
+        })
+    }
+
+    #[test]
+    fn a_restore_layout_must_tile_the_world_with_cells_of_its_roots() {
+        assert_eq!(layout_problem(restored()), None);
+
+        let mut gap = restored();
+        gap.remove(1);
+        assert!(layout_problem(gap).unwrap().contains("some space has no cell"));
+
+        let mut overlap = restored();
+        overlap[0].bounds = Bounds::rect((0.0, 30.0), (0.0, 50.0)).unwrap();
+        assert!(layout_problem(overlap).unwrap().contains("overlap"));
+
+        let mut nested = restored();
+        nested.push(LayoutCell {
+            id: "c0".parse().unwrap(),
+            bounds: Bounds::rect((0.0, 50.0), (0.0, 50.0)).unwrap(),
+        });
+        assert!(layout_problem(nested).unwrap().contains("one inside the other"));
+
+        let mut foreign = restored();
+        foreign[4].id = "c7".parse().unwrap();
+        assert!(layout_problem(foreign).unwrap().contains("belongs to no root"));
+
+        let mut outside = restored();
+        outside[2].id = "c2".parse().unwrap();
+        outside[3].id = "c1".parse().unwrap();
+        assert!(layout_problem(outside).unwrap().contains("not inside its root"));
+
+        let mut twice = restored();
+        twice[4] = twice[3].clone();
+        assert!(layout_problem(twice).unwrap().contains("listed twice"));
+    }
+
+    #[test]
+    fn a_restore_layout_may_not_exceed_max_cells() {
+        let mut w = world();
+        w.policy.max_cells = 4;
+        w.overrides.restore_layout = restored();
+        let errs = w.validate().unwrap_err();
+        assert!(errs[0].problem.contains("more than max cells (4)"), "{errs:?}");
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::{Sim, at, world};
 use fleetforge_core::sim::{Population, SplitMix};
 use fleetforge_core::{
-    Action, Bounds, CellId, CellRef, Health, Observed, OverrideRequest, OverrideResult, Phase, Prediction,
-    TransitionKind, plan,
+    Action, Bounds, CellId, CellRef, Health, LayoutCell, Observed, OverrideRequest, OverrideResult, Phase,
+    Prediction, TransitionKind, plan,
 };
 
 fn quadrant(x: (f64, f64), y: (f64, f64)) -> Bounds {
@@ -434,4 +434,50 @@ fn of_two_processes_for_one_incoming_cell_the_older_is_retired() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[test]
+fn a_restored_world_starts_from_its_backed_up_layout_and_keeps_scaling() {
+    // The original world splits its hot corner; its active cells are the backup.
+    let mut original = Sim::new(world(4), hot_corner(95));
+    original.run(6);
+    let layout: Vec<LayoutCell> = original
+        .observed
+        .cells
+        .iter()
+        .filter(|c| c.is_active())
+        .map(|c| LayoutCell {
+            id: c.cell.id.clone(),
+            bounds: c.bounds,
+        })
+        .collect();
+    assert_eq!(layout.len(), 5, "the fixture must have split once");
+
+    let mut restored_world = world(4);
+    restored_world.overrides.restore_layout = layout.clone();
+    assert_eq!(restored_world.validate(), Ok(()));
+    let first = plan(&restored_world, &Observed::default(), at(0));
+    assert_eq!(kinds(&first), vec![TransitionKind::Initialize]);
+    let mut created: Vec<(String, Bounds)> = first
+        .actions()
+        .map(|a| match a {
+            Action::Create { cell, bounds, active } => {
+                assert!(*active, "restored cells serve at once");
+                assert_eq!(cell.incarnation, 0);
+                (cell.id.to_string(), *bounds)
+            }
+            other => panic!("only creations expected, got {other:?}"),
+        })
+        .collect();
+    created.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected: Vec<(String, Bounds)> = layout.iter().map(|c| (c.id.to_string(), c.bounds)).collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(created, expected);
+
+    // Once its cells exist the layout is ignored: the world scales from there,
+    // and with the load gone the split halves merge back into c0.
+    let mut sim = Sim::new(restored_world, Population::default());
+    assert_eq!(sim.active_ids(), vec!["c0-0", "c0-1", "c1", "c2", "c3"]);
+    sim.run(40);
+    assert_eq!(sim.active_ids(), vec!["c0", "c1", "c2", "c3"]);
 }

@@ -14,7 +14,10 @@ use fleetforge_core::naming::stable_hash;
 use fleetforge_core::{Axis, Bounds, CellId, Overrides, Prediction, Range, ScalingPolicy, World, WorldField};
 use thiserror::Error;
 
-use crate::keys::{ANNOTATION_FORCE_MERGE, ANNOTATION_FORCE_SPLIT, parse_cell_list};
+use crate::keys::{
+    ANNOTATION_FORCE_MERGE, ANNOTATION_FORCE_SPLIT, ANNOTATION_RESTORE_LAYOUT, decode_restore_layout,
+    parse_cell_list,
+};
 use crate::quantity::parse_quantity;
 use crate::spec::{Capacity, Persistence, WorldBoundaries, WorldSpec};
 
@@ -74,6 +77,7 @@ pub fn field_path(field: WorldField) -> String {
         F::TransitionTimeout => "spec.scaling.transitionTimeoutSeconds",
         F::PredictionHorizon => "spec.scaling.predictionHorizonSeconds",
         F::PredictionMinSamples => "spec.scaling.predictionMinSamples",
+        F::RestoreLayout => return format!("metadata.annotations[{ANNOTATION_RESTORE_LAYOUT}]"),
     };
     p.to_owned()
 }
@@ -392,6 +396,15 @@ fn overrides(ws: &WorldSpec, errs: &mut Violations) -> Overrides {
                 Ok(ids) => *set = ids,
                 Err(e) => errs.push(format!("metadata.annotations[{key}]"), e.problem),
             }
+        }
+    }
+    if let Some(value) = annotations.get(ANNOTATION_RESTORE_LAYOUT) {
+        match decode_restore_layout(value) {
+            Ok(cells) => out.restore_layout = cells,
+            Err(e) => errs.push(
+                format!("metadata.annotations[{ANNOTATION_RESTORE_LAYOUT}]"),
+                e.problem,
+            ),
         }
     }
     out

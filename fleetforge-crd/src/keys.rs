@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use fleetforge_core::naming::label_value;
-use fleetforge_core::{Bounds, CellId, Role, Timestamp};
+use fleetforge_core::{Bounds, CellId, LayoutCell, Role, Timestamp};
 use thiserror::Error;
 
 /// Standard label: the application a resource belongs to.
@@ -57,6 +57,12 @@ pub const ANNOTATION_FORCE_SPLIT: &str = "fleetforge.io/force-split";
 /// a parent id (merge its two children) or a live child id (merge it with its
 /// sibling into their parent); see [`crate::resolve_force_merge`].
 pub const ANNOTATION_FORCE_MERGE: &str = "fleetforge.io/force-merge";
+
+/// Annotation on a WorldSpec, written by `fleetforge-operator restore`: the cell
+/// layout (a JSON list of `{"id", "bounds"}`) the world starts from when it has no
+/// cells, so a restored world gets back the cells it had split into. The operator
+/// removes it once the world has cells.
+pub const ANNOTATION_RESTORE_LAYOUT: &str = "fleetforge.io/restore-layout";
 
 /// [`ANNOTATION_ROLE`] value of a cell serving its space.
 pub const ROLE_ACTIVE: &str = "active";
@@ -116,6 +122,18 @@ pub fn encode_bounds(bounds: &Bounds) -> String {
 /// Reads [`ANNOTATION_BOUNDS`]; the bounds are validated as the core builds them.
 pub fn decode_bounds(value: &str) -> Result<Bounds, AnnotationError> {
     serde_json::from_str(value).map_err(|e| AnnotationError::new(ANNOTATION_BOUNDS, e.to_string()))
+}
+
+/// Value of [`ANNOTATION_RESTORE_LAYOUT`].
+pub fn encode_restore_layout(cells: &[LayoutCell]) -> String {
+    // Ids and finite bounds always serialize.
+    serde_json::to_string(cells).unwrap_or_default()
+}
+
+/// Reads [`ANNOTATION_RESTORE_LAYOUT`]; whether the layout fits the world is
+/// checked as the core validates the world.
+pub fn decode_restore_layout(value: &str) -> Result<Vec<LayoutCell>, AnnotationError> {
+    serde_json::from_str(value).map_err(|e| AnnotationError::new(ANNOTATION_RESTORE_LAYOUT, e.to_string()))
 }
 
 /// Value of [`ANNOTATION_LAYOUT`].

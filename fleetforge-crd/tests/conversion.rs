@@ -7,7 +7,9 @@ mod common;
 use std::path::PathBuf;
 
 use common::{admission_errors, base, convert, set};
-use fleetforge_core::{CellId, Overrides};
+use fleetforge_core::partition::initial_partition;
+use fleetforge_core::{CellId, LayoutCell, Overrides};
+use fleetforge_crd::keys::encode_restore_layout;
 use fleetforge_crd::{WorldSpec, resolve_force_merge, to_world};
 use serde_json::{Value, json};
 
@@ -145,6 +147,7 @@ fn override_annotations_become_overrides() {
     let mut o = Overrides {
         force_split: Default::default(),
         force_merge: ids(&["c3", "c0-01", "c1-1"]),
+        ..Default::default()
     };
     // c0-01 is a live cell: merge it with its sibling into c0-0. c1-1 is split
     // further (not live), so it is the parent already; c3 is a root.
@@ -208,4 +211,38 @@ spec:
     assert!(paths.contains(&"spec.topology.worldBoundaries.xMin"), "{err}");
     assert!(paths.contains(&"spec.topology.cellSize"), "{err}");
     assert!(paths.contains(&"spec.scaling.scaleUpThreshold"), "{err}");
+}
+
+#[test]
+fn a_restore_layout_annotation_is_read_and_a_bad_one_names_the_annotation() {
+    const KEY: &str = "metadata.annotations[fleetforge.io/restore-layout]";
+    let mut obj = base();
+    let w = convert(&obj).unwrap();
+    // The root partition is itself a layout the planner could have built.
+    let layout: Vec<LayoutCell> = initial_partition(&w.bounds, w.initial_cells)
+        .into_iter()
+        .map(|(id, bounds)| LayoutCell { id, bounds })
+        .collect();
+    let annotate = |obj: &mut Value, layout: &[LayoutCell]| {
+        set(
+            obj,
+            "metadata.annotations",
+            json!({"fleetforge.io/restore-layout": encode_restore_layout(layout)}),
+        );
+    };
+    annotate(&mut obj, &layout);
+    assert_eq!(convert(&obj).unwrap().overrides.restore_layout, layout);
+
+    annotate(&mut obj, &layout[1..]);
+    let err = convert(&obj).unwrap_err();
+    assert!(err.paths().any(|p| p == KEY), "{err}");
+    assert!(err.to_string().contains("some space has no cell"), "{err}");
+
+    set(
+        &mut obj,
+        "metadata.annotations",
+        json!({"fleetforge.io/restore-layout": "[{\"id\":"}),
+    );
+    let err = convert(&obj).unwrap_err();
+    assert!(err.paths().any(|p| p == KEY), "{err}");
 }

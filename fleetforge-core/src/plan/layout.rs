@@ -313,9 +313,19 @@ impl<'a> Layout<'a> {
         self.r.projected_cells = staying as u32;
     }
 
-    /// A world with no cell of its partition gets all its root cells at once.
+    /// A world with no cell of its partition gets all its root cells at once, or
+    /// the cells of its restore layout when one is given.
     fn initialize(self) {
-        let roots = initial_partition(&self.world.bounds, self.world.initial_cells);
+        let restore = &self.world.overrides.restore_layout;
+        let (roots, reason) = if restore.is_empty() {
+            let roots = initial_partition(&self.world.bounds, self.world.initial_cells);
+            let reason = format!("world created with {} cells", roots.len());
+            (roots, reason)
+        } else {
+            let cells: Vec<(CellId, Bounds)> = restore.iter().map(|c| (c.id.clone(), c.bounds)).collect();
+            let reason = format!("world restored with {} cells", cells.len());
+            (cells, reason)
+        };
         let actions = roots
             .iter()
             .map(|(id, bounds)| Action::Create {
@@ -328,7 +338,7 @@ impl<'a> Layout<'a> {
             undoes: None,
             kind: TransitionKind::Initialize,
             continues: false,
-            reason: format!("world created with {} cells", roots.len()),
+            reason,
             actions,
         });
         self.r.projected_cells = roots.len() as u32;
