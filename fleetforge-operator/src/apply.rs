@@ -16,8 +16,9 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::EventType;
 use serde_json::json;
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, info_span, warn};
 
+use crate::audit;
 use crate::cell_client::cell_base_url;
 use crate::cell_pod::desired_pod;
 use crate::controller::{Context, Error, FIELD_MANAGER, publish};
@@ -161,6 +162,23 @@ impl<'a> Executor<'a> {
     /// Counts, logs and records the Event of a transition that begins.
     async fn started(&self, transition: &Transition) {
         info!(kind = %transition.kind, reason = %transition.reason, "transition started");
+        let cells: Vec<String> = transition
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                PlanAction::Create { cell, .. } | PlanAction::Retire { cell } => {
+                    Some(cell.process_name(&self.world_name))
+                }
+                PlanAction::HandOver { .. } => None,
+            })
+            .collect();
+        audit::record(
+            self.ws,
+            audit::Action::StartTransition,
+            &cells,
+            &self.ctx.instance,
+            &format!("{}: {}", transition.kind, transition.reason),
+        );
         metrics::counter!(m::TRANSITIONS, "kind" => transition.kind.to_string()).increment(1);
         let ev = event(
             EventType::Normal,
@@ -239,7 +257,11 @@ impl<'a> Executor<'a> {
                 return false;
             };
             let started = Instant::now();
-            match client.export(ip, &tokens, &request).await {
+            let exported = client
+                .export(ip, &tokens, &request)
+                .instrument(info_span!("handoff", cell = %source, targets = to.len()))
+                .await;
+            match exported {
                 Ok(report) if report.is_complete() => {
                     let took = started.elapsed().as_secs_f64();
                     metrics::histogram!(m::HANDOFF_DURATION).record(took);
@@ -328,6 +350,15 @@ impl<'a> Executor<'a> {
         for name in &created {
             info!(pod = %name, "cell created");
         }
+        if !created.is_empty() {
+            audit::record(
+                self.ws,
+                audit::Action::CreateCells,
+                &created,
+                &self.ctx.instance,
+                "cell Pods created",
+            );
+        }
         if per_cell_events && !created.is_empty() {
             let note = format!("created cell Pod {}", created.join(", "));
             publish(
@@ -398,6 +429,13 @@ impl<'a> Executor<'a> {
         }
         metrics::counter!(m::CELLS_RETIRED).increment(1);
         info!(pod = %name, "cell retired");
+        audit::record(
+            self.ws,
+            audit::Action::RetireCells,
+            std::slice::from_ref(&name),
+            &self.ctx.instance,
+            "cell Pod deleted",
+        );
         if per_cell_event {
             let note = format!("retired cell Pod {name}");
             publish(

@@ -21,11 +21,11 @@ use crate::sampling::SamplingConfig;
 pub struct Cli {
     /// Kubeconfig file to use. Without it: in-cluster configuration, else
     /// $KUBECONFIG, else ~/.kube/config.
-    #[arg(long, env = "FLEETFORGE_KUBECONFIG", value_name = "FILE")]
+    #[arg(long, env = "FLEETFORGE_KUBECONFIG", value_name = "FILE", global = true)]
     pub kubeconfig: Option<PathBuf>,
 
     /// Kubeconfig context to use (default: the file's current context).
-    #[arg(long, env = "FLEETFORGE_CONTEXT", value_name = "NAME")]
+    #[arg(long, env = "FLEETFORGE_CONTEXT", value_name = "NAME", global = true)]
     pub context: Option<String>,
 
     /// Namespaces to watch, comma-separated. Empty: all namespaces (needs
@@ -124,12 +124,24 @@ pub struct Cli {
     pub admin_addr: SocketAddr,
 
     /// Log format: `json` (one object per line) or `text`.
-    #[arg(long, env = "FLEETFORGE_LOG_FORMAT", default_value_t = LogFormat::Json, value_name = "FORMAT")]
+    #[arg(long, env = "FLEETFORGE_LOG_FORMAT", default_value_t = LogFormat::Json, value_name = "FORMAT", global = true)]
     pub log_format: LogFormat,
 
     /// Log filter, such as `info` or `fleetforge_operator=debug,kube=warn`.
-    #[arg(long, env = "FLEETFORGE_LOG", default_value = "info", value_name = "FILTER")]
+    #[arg(
+        long,
+        env = "FLEETFORGE_LOG",
+        default_value = "info",
+        value_name = "FILTER",
+        global = true
+    )]
     pub log: String,
+
+    /// Base address of an OpenTelemetry OTLP/HTTP receiver (such as
+    /// `http://otel-collector.observability:4318`) to export traces of reconciles,
+    /// plans, hand-overs and load sampling to. Unset: no traces.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 
     /// Cells speak the cell contract: sample their load, and hand their sessions
     /// over on every split, merge and replacement. Turn off only for cell images
@@ -181,6 +193,50 @@ pub struct Cli {
     /// for development only.
     #[arg(long, env = "FLEETFORGE_CELL_TOKEN_KEY_DIR", value_name = "DIR")]
     pub cell_token_key_dir: Option<PathBuf>,
+
+    /// A one-off task instead of running the operator.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// One-off tasks run with the same kubeconfig flags as the operator.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Writes every WorldSpec, with its namespace's labels and the layout of its
+    /// cells, to one file.
+    Backup(BackupArgs),
+    /// Applies a backup: creates the namespaces that are missing and applies every
+    /// world with its layout, which the running operator then rebuilds.
+    Restore(RestoreArgs),
+}
+
+/// Arguments of `backup`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackupArgs {
+    /// File to write; `-` for standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// Namespaces to back up, comma-separated or repeated. Default: all.
+    #[arg(long = "namespace", short = 'n', value_delimiter = ',', value_name = "NS")]
+    pub namespaces: Vec<String>,
+}
+
+/// Arguments of `restore`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestoreArgs {
+    /// Backup file to apply; `-` for standard input.
+    #[arg(long, short, value_name = "FILE")]
+    pub input: PathBuf,
+
+    /// Let the API server check every write without keeping any.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Wait up to this many seconds for every restored world to be Ready with its
+    /// layout's cells (0: do not wait). Fails when some are not.
+    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
+    pub wait_seconds: f64,
 }
 
 /// A flag's value that cannot be used.
@@ -326,6 +382,42 @@ mod tests {
         assert_eq!(cli.validate().unwrap_err().flag, "dead-cell-seconds");
         let err = seconds("resync-seconds", -1.0).unwrap_err();
         assert!(err.to_string().starts_with("--resync-seconds:"), "{err}");
+    }
+
+    #[test]
+    fn backup_and_restore_take_the_global_kubeconfig_flags() {
+        let cli = Cli::try_parse_from([
+            "fleetforge-operator",
+            "backup",
+            "--kubeconfig",
+            "admin.yaml",
+            "-o",
+            "-",
+            "-n",
+            "games,arena",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.kubeconfig.as_deref(),
+            Some(std::path::Path::new("admin.yaml"))
+        );
+        match cli.command {
+            Some(Command::Backup(args)) => {
+                assert_eq!(args.output, PathBuf::from("-"));
+                assert_eq!(args.namespaces, vec!["games", "arena"]);
+            }
+            other => panic!("expected backup, got {other:?}"),
+        }
+        let cli =
+            Cli::try_parse_from(["fleetforge-operator", "restore", "-i", "b.yaml", "--dry-run"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Restore(RestoreArgs { dry_run: true, .. }))
+        ));
+        assert!(
+            Cli::try_parse_from(["fleetforge-operator", "restore"]).is_err(),
+            "--input is required"
+        );
     }
 
     #[test]

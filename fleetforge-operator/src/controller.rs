@@ -6,15 +6,14 @@
 //! and afterwards only have their role annotations changed, status is applied when
 //! it changed, Events only when something happened. A steady world costs no write.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fleetforge_core::plan::{OverrideRequest, OverrideResult, Plan};
-use fleetforge_core::{Health, Timestamp};
-use fleetforge_crd::keys::{ANNOTATION_FORCE_MERGE, ANNOTATION_FORCE_SPLIT, ANNOTATION_ROLE, ROLE_ACTIVE};
+use fleetforge_core::{Health, Observed, Timestamp, World};
+use fleetforge_crd::keys::{
+    ANNOTATION_FORCE_MERGE, ANNOTATION_FORCE_SPLIT, ANNOTATION_RESTORE_LAYOUT, ANNOTATION_ROLE, ROLE_ACTIVE,
+};
 use fleetforge_crd::{WorldSpec, WorldSpecStatus, resolve_force_merge, to_world};
 use fleetforge_obs::metrics as m;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
@@ -23,19 +22,23 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::apply::Executor;
+use crate::audit;
 use crate::backoff::Backoff;
 use crate::cell_client::CellClient;
 use crate::cell_pod::{DesiredError, desired_service, desired_token_secret, token_secret_name};
 use crate::cell_token::{TokenKeys, WorldTokens};
+use crate::correlation;
 use crate::diff::covers;
 use crate::events::{self, event};
 use crate::expectations::{CachedPod, Expectations, Expected};
+use crate::gauges::{Phases, ReadyTimer};
 use crate::observe::{history_from_status, observe_world};
 use crate::overrides::{removal_patch, requester, settled};
+use crate::queue::Queue;
 use crate::sampling::Samples;
 use crate::status::{invalid_spec_status, world_status};
 
@@ -87,6 +90,14 @@ pub struct Context {
     pub cells: Option<CellClient>,
     /// Where the worlds' cell tokens come from.
     pub tokens: Arc<TokenKeys>,
+    /// This instance's name (its Pod), named in audit records.
+    pub instance: String,
+    /// Worlds waiting for a reconcile (the queue-depth gauge).
+    pub queue: Arc<Queue>,
+    /// Each world's phase, for the worlds-by-phase gauge.
+    pub phases: Arc<Phases>,
+    /// Cells seen starting, for the time-to-serve histogram.
+    pub ready_timer: Arc<ReadyTimer>,
 }
 
 impl Context {
@@ -146,27 +157,24 @@ pub fn now() -> Timestamp {
     Timestamp(ms)
 }
 
-/// A fresh id tying together every log line, Event and API call of one
-/// reconcile.
-fn correlation_id() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{:016x}", RandomState::new().hash_one(n))
-}
-
 /// Reconciles one world: see the module documentation.
 pub async fn reconcile(ws: Arc<WorldSpec>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*ws);
+    ctx.queue.started(&key);
+    let id = correlation::new_id();
     let span = info_span!(
         "reconcile",
         world = %key,
         generation = ws.metadata.generation.unwrap_or(0),
-        correlation_id = %correlation_id(),
+        correlation_id = %id,
     );
     let started = Instant::now();
-    let result = reconcile_world(&ws, &ctx).instrument(span).await;
+    let result = correlation::scope(id, reconcile_world(&ws, &ctx).instrument(span)).await;
     metrics::histogram!(m::RECONCILE_DURATION).record(started.elapsed().as_secs_f64());
     let label = match &result {
+        // The reconcile of an invalid spec succeeds (it reports the problem);
+        // counted apart so an alert can tell it from a healthy world.
+        Ok(_) if ws.metadata.deletion_timestamp.is_none() && to_world(&ws).is_err() => "invalid_spec",
         Ok(_) => "ok",
         Err(_) => "error",
     };
@@ -194,6 +202,7 @@ async fn reconcile_world(ws: &WorldSpec, ctx: &Context) -> Result<Action, Error>
     if ws.metadata.deletion_timestamp.is_some() {
         // Garbage collection removes the cells through their owner references.
         ctx.expectations.forget(&uid);
+        ctx.phases.set(&key_label(&namespace, &ws.name_any()), None);
         return Ok(Action::await_change());
     }
     let pods: Vec<Pod> = ctx
@@ -244,6 +253,8 @@ async fn plan_and_apply(
         Ok(world) => world,
         Err(error) => {
             let status = invalid_spec_status(ws.status.as_ref(), &error, generation, now);
+            ctx.phases
+                .set(&key_label(namespace, &name), status.phase.as_deref());
             if apply_status(ctx, ws, &status, expected).await? {
                 warn!(%error, "invalid spec");
                 publish(
@@ -266,18 +277,20 @@ async fn plan_and_apply(
     for e in &unreadable {
         warn!(error = %e, "cell Pod cannot be read; it is left alone");
     }
-    if ctx.cells.is_some() {
-        for cell in &mut observed.cells {
-            let pod_name = cell.cell.process_name(&name);
-            if let Some(uid) = pods
-                .iter()
-                .find(|p| p.metadata.name.as_deref() == Some(pod_name.as_str()))
-                .and_then(|p| p.metadata.uid.as_deref())
-            {
-                ctx.samples.overlay(uid, cell, now);
-            }
+    let mut uids = Vec::with_capacity(observed.cells.len());
+    for cell in &mut observed.cells {
+        let pod_name = cell.cell.process_name(&name);
+        let uid = pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(pod_name.as_str()))
+            .and_then(|p| p.metadata.uid.clone());
+        if let (Some(uid), Some(_)) = (&uid, &ctx.cells) {
+            ctx.samples.overlay(uid, cell, now);
         }
+        uids.push(uid);
     }
+    ctx.ready_timer
+        .observe(&key_label(namespace, &name), &observed, &uids, now);
     let (history, bad_history) = history_from_status(ws.status.as_ref());
     for e in &bad_history {
         warn!(error = %e, "status.recentTransitions entry cannot be read; left out of the history");
@@ -287,16 +300,20 @@ async fn plan_and_apply(
         observed.cells.iter().any(|c| &c.cell.id == id && c.is_active())
     });
 
-    let plan = fleetforge_core::plan(&world, &observed, now);
+    let plan = info_span!("plan").in_scope(|| fleetforge_core::plan(&world, &observed, now));
     debug!(transitions = plan.transitions.len(), phase = %plan.summary.phase, "planned");
 
     apply_service_and_token(ctx, ws).await?;
     let progress = Executor::new(ctx, ws, &world, &observed, pods, now, expected)
         .run(&plan)
+        .instrument(info_span!("apply", transitions = plan.transitions.len()))
         .await?;
     settle_overrides(ctx, ws, &plan, expected).await?;
+    settle_restore_layout(ctx, ws, &world, &observed, expected).await?;
     let status = world_status(ws.status.as_ref(), &world, &plan, &observed, generation, now);
     apply_status(ctx, ws, &status, expected).await?;
+    ctx.phases
+        .set(&key_label(namespace, &name), status.phase.as_deref());
 
     metrics::gauge!(m::ACTIVE_CELLS, "world" => key_label(namespace, &name))
         .set(f64::from(plan.summary.active_cells));
@@ -337,7 +354,11 @@ fn key_label(namespace: &str, name: &str) -> String {
 
 /// Publishes an Event on the world. An Event that cannot be written is logged and
 /// dropped: it must never fail the reconcile that already did the work.
-pub(crate) async fn publish(ctx: &Context, ws: &WorldSpec, ev: kube::runtime::events::Event) {
+///
+/// The note ends with the reconcile's correlation id, so `kubectl describe`
+/// leads to the log lines and audit events of the reconcile that recorded it.
+pub(crate) async fn publish(ctx: &Context, ws: &WorldSpec, mut ev: kube::runtime::events::Event) {
+    ev.note = ev.note.map(correlation::annotate_note);
     let reference = ws.object_ref(&());
     if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
         warn!(error = %e, reason = %ev.reason, "could not record Event");
@@ -372,6 +393,16 @@ async fn apply_service_and_token(ctx: &Context, ws: &WorldSpec) -> Result<(), Er
         .await
         .map_err(|e| Error::api("apply", format!("secret {namespace}/{secret_name}"), e))?;
     info!(secret = %secret_name, "applied the world's cell token Secret");
+    audit::record(
+        ws,
+        audit::Action::WriteToken,
+        &[],
+        &ctx.instance,
+        &format!(
+            "cell token Secret {secret_name} written (fingerprint {})",
+            tokens.fingerprint()
+        ),
+    );
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
     api.patch(
         &name,
@@ -420,18 +451,14 @@ async fn apply_status(
     Ok(true)
 }
 
-/// Removes the override requests the plan is done with from the world's
-/// annotations and records an Event naming who asked.
-async fn settle_overrides(
+/// Applies a JSON patch of the world's annotations (one whose `test` operations
+/// guard what the plan saw).
+async fn patch_annotations(
     ctx: &Context,
     ws: &WorldSpec,
-    plan: &Plan,
+    patch: Value,
     expected: &mut Expected,
 ) -> Result<(), Error> {
-    let done = settled(&plan.overrides);
-    let Some(patch) = removal_patch(ws, &done) else {
-        return Ok(());
-    };
     let patch: json_patch::Patch = serde_json::from_value(patch).unwrap_or_default();
     let namespace = ws.namespace().unwrap_or_default();
     let name = ws.name_any();
@@ -451,6 +478,55 @@ async fn settle_overrides(
         ws.metadata.resource_version.as_deref(),
         written.metadata.resource_version.as_deref(),
     );
+    Ok(())
+}
+
+/// Removes the restore layout once the world has cells of its partition: from
+/// then on it only matters if every cell vanished, and a layout that old should
+/// not come back.
+async fn settle_restore_layout(
+    ctx: &Context,
+    ws: &WorldSpec,
+    world: &World,
+    observed: &Observed,
+    expected: &mut Expected,
+) -> Result<(), Error> {
+    let Some(value) = ws.annotations().get(ANNOTATION_RESTORE_LAYOUT) else {
+        return Ok(());
+    };
+    let key = world.layout_key();
+    if !observed.cells.iter().any(|c| c.layout == key) {
+        return Ok(());
+    }
+    let path = format!(
+        "/metadata/annotations/{}",
+        ANNOTATION_RESTORE_LAYOUT.replace('/', "~1")
+    );
+    let patch = json!([
+        {"op": "test", "path": path, "value": value},
+        {"op": "remove", "path": path},
+    ]);
+    patch_annotations(ctx, ws, patch, expected).await?;
+    info!(
+        cells = world.overrides.restore_layout.len(),
+        "restore layout in place; annotation removed"
+    );
+    Ok(())
+}
+
+/// Removes the override requests the plan is done with from the world's
+/// annotations and records an Event naming who asked.
+async fn settle_overrides(
+    ctx: &Context,
+    ws: &WorldSpec,
+    plan: &Plan,
+    expected: &mut Expected,
+) -> Result<(), Error> {
+    let done = settled(&plan.overrides);
+    let Some(patch) = removal_patch(ws, &done) else {
+        return Ok(());
+    };
+    patch_annotations(ctx, ws, patch, expected).await?;
     for outcome in done {
         let (key, what) = match &outcome.request {
             OverrideRequest::Split(id) => (ANNOTATION_FORCE_SPLIT, format!("force-split of {id}")),
@@ -472,6 +548,13 @@ async fn settle_overrides(
             ),
         };
         info!(requester = %who, "{}", ev.note.as_deref().unwrap_or_default());
+        audit::record(
+            ws,
+            audit::Action::Override,
+            &[],
+            &ctx.instance,
+            &format!("{what} requested by field manager {who}: {:?}", outcome.result),
+        );
         publish(ctx, ws, ev).await;
     }
     Ok(())
@@ -546,6 +629,10 @@ mod tests {
             samples: Arc::new(Samples::new(Duration::from_secs(5))),
             cells: None,
             tokens: Arc::new(TokenKeys::ephemeral().unwrap()),
+            instance: "test".into(),
+            queue: Arc::default(),
+            phases: Arc::default(),
+            ready_timer: Arc::default(),
         })
     }
 

@@ -38,6 +38,9 @@ pub const SESSIONS_HANDED_OVER: &str = "SessionsHandedOver";
 pub const SESSIONS_LOST: &str = "SessionsLost";
 /// Left-over cells no transition needs were retired.
 pub const CELLS_CLEANED_UP: &str = "CellsCleanedUp";
+/// The startup self-check found permissions beyond the documented set (Warning,
+/// on the operator's own Pod).
+pub const EXCESS_PERMISSIONS: &str = "ExcessPermissions";
 /// The spec cannot be planned; the field is named in the note.
 pub const INVALID_SPEC: &str = "InvalidSpec";
 /// A manual override (force-split / force-merge) was acted on.
@@ -45,8 +48,9 @@ pub const OVERRIDE_APPLIED: &str = "OverrideApplied";
 /// A manual override can never be done as asked and was removed.
 pub const OVERRIDE_REJECTED: &str = "OverrideRejected";
 
-/// Longest note the API server accepts on an Event.
-const MAX_NOTE: usize = 1024;
+/// Longest note this module writes: the API server accepts 1024 bytes, and the
+/// controller appends the reconcile's correlation id (about 36 more).
+const MAX_NOTE: usize = 960;
 
 /// The reason recorded when `transition` starts.
 pub fn started_reason(transition: &Transition) -> &'static str {

@@ -18,28 +18,39 @@
 //! - [`controller`]: the reconcile (observe, convert, plan, apply) and its error
 //!   policy, with per-world [`backoff`] and [`expectations`] (read-your-writes);
 //!   [`apply`] carries a plan out.
-//! - [`run`]: reflectors and one kube-runtime controller per watched namespace.
+//! - [`run`]: reflectors and one kube-runtime controller per watched namespace;
+//!   [`queue`] counts the worlds waiting for a reconcile, [`gauges`] the worlds
+//!   by phase and the cells' time to serve.
 //! - [`sampling`]: the leader's load sampling of every cell, which wakes a world
 //!   when a sample matters; [`cell_client`] speaks the cell contract, and
 //!   [`cell_token`] derives the token that protects it.
+//! - [`correlation`]: the reconcile's correlation id on log lines, Events and
+//!   API calls (`Audit-ID`).
+//! - [`audit`]: the operator's audit records, naming who changed the world.
 //! - [`leader`]: Lease-based leader election.
 //! - [`selfcheck`]: the startup permission check.
+//! - [`backup`]: backup and restore of worlds with their cell layouts.
 //! - [`operator`] and [`cli`]: the process and its command line.
 
 pub mod apply;
+pub mod audit;
 pub mod backoff;
+pub mod backup;
 pub mod cell_client;
 pub mod cell_pod;
 pub mod cell_token;
 pub mod cli;
 pub mod controller;
+pub mod correlation;
 pub mod diff;
 pub mod events;
 pub mod expectations;
+pub mod gauges;
 pub mod leader;
 pub mod observe;
 pub mod operator;
 pub mod overrides;
+pub mod queue;
 pub mod run;
 pub mod sampling;
 pub mod selfcheck;

@@ -12,20 +12,24 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use fleetforge_obs::metrics as m;
-use fleetforge_obs::{AdminState, serve_admin};
+use fleetforge_obs::{AdminState, LogControl, serve_admin};
 
+use crate::audit;
 use crate::cell_token::TokenKeys;
 use crate::cli::{Cli, seconds};
 use crate::controller::Timing;
+use crate::correlation;
+use crate::gauges::Phases;
 use crate::leader::{Election, LeaderConfig};
 use crate::run::{ControllerSettings, run_controllers};
-use crate::selfcheck::{checks, self_check};
+use crate::selfcheck::{checks, self_check, warn_excess, whoami};
 
 /// Where the in-cluster service account's namespace is mounted.
 const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -50,7 +54,11 @@ pub async fn client(cli: &Cli) -> anyhow::Result<Client> {
             .await
             .context("finding a Kubernetes configuration")?,
     };
-    Client::try_from(config).context("building the Kubernetes client")
+    let client = kube::client::ClientBuilder::try_from(config)
+        .context("building the Kubernetes client")?
+        .with_layer(&correlation::layer())
+        .build();
+    Ok(client)
 }
 
 fn identity(cli: &Cli) -> String {
@@ -109,6 +117,44 @@ async fn signal() {
     }
 }
 
+/// Creates the counters and gauges alerts read at zero: a series that first
+/// appears with its first increment makes `rate()` miss that increment, and an
+/// alert on it would fire a scrape late.
+fn zero_series() {
+    for result in ["ok", "error", "invalid_spec"] {
+        metrics::counter!(m::RECONCILES, "result" => result).absolute(0);
+    }
+    for reason in ["timeout", "connect", "status", "body"] {
+        metrics::counter!(m::LOAD_SAMPLING_ERRORS, "reason" => reason).absolute(0);
+    }
+    for counter in [
+        m::SPLITS,
+        m::MERGES,
+        m::SESSIONS_HANDED_OVER,
+        m::SESSIONS_LOST,
+        m::LOAD_SAMPLES,
+        m::CELLS_CREATED,
+        m::CELLS_RETIRED,
+        m::LEADER_ACQUISITIONS,
+    ] {
+        metrics::counter!(counter).absolute(0);
+    }
+    for gauge in [m::LEADER, m::RECONCILE_QUEUE_DEPTH, m::EXCESS_PERMISSIONS] {
+        metrics::gauge!(gauge).set(0.0);
+    }
+    Phases::default().set("", None);
+}
+
+/// The process's log filter handle, set once by `main` after it installed the
+/// subscriber; the admin server then serves `/v1/log-filter`.
+static LOG_CONTROL: std::sync::OnceLock<LogControl> = std::sync::OnceLock::new();
+
+/// Hands the operator the handle that changes the log filter at run time. Only
+/// the first call counts: a process has one subscriber.
+pub fn set_log_control(log: LogControl) {
+    let _ = LOG_CONTROL.set(log);
+}
+
 /// Runs the operator until SIGTERM or SIGINT asks it to stop.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     run_until(cli, signal()).await
@@ -118,7 +164,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// embedding it in another program.
 pub async fn run_until(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let metrics = fleetforge_obs::metrics::install_recorder().context("installing the metrics recorder")?;
-    let admin = AdminState::new(Some(metrics));
+    zero_series();
+    let mut admin = AdminState::new(Some(metrics));
+    if let Some(log) = LOG_CONTROL.get() {
+        admin = admin.with_log_control(log.clone());
+    }
     let client = client(&cli).await?;
     let identity = identity(&cli);
     let settings = ControllerSettings {
@@ -141,11 +191,22 @@ pub async fn run_until(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'st
         .then_some((lease_namespace.as_str(), cli.lease_name.as_str()));
     let (required, unwanted) = checks(&watched, lease);
     let report = self_check(&client, &required, &unwanted).await?;
-    metrics::gauge!(m::EXCESS_PERMISSIONS).set(report.excess.len() as f64);
-    for check in &report.excess {
-        warn!(permission = %check, "the operator holds a permission beyond its documented set; narrow its RBAC");
-    }
+    let own_pod = std::env::var("POD_NAME").ok().map(|name| ObjectReference {
+        api_version: Some("v1".to_owned()),
+        kind: Some("Pod".to_owned()),
+        name: Some(name),
+        namespace: Some(lease_namespace.clone()),
+        ..ObjectReference::default()
+    });
+    warn_excess(&client, &report, own_pod, &identity).await;
     info!(checked = required.len() + unwanted.len(), "self-check passed");
+    match whoami(&client).await {
+        Ok(user) => {
+            info!(%user, "authenticated as");
+            audit::set_operator_user(user);
+        }
+        Err(e) => warn!(error = %e, "could not ask the API server who the operator is"),
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (admin_stop_tx, mut admin_stop_rx) = watch::channel(false);

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use fleetforge_crd::WorldSpec;
 use fleetforge_crd::keys::{APP_NAME, LABEL_MANAGED_BY, LABEL_NAME, MANAGER};
-use futures::StreamExt;
 use futures::future::join_all;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::Api;
 use kube::runtime::controller::Config;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use tokio::sync::watch;
@@ -23,6 +23,8 @@ use crate::cell_client::CellClient;
 use crate::cell_token::TokenKeys;
 use crate::controller::{Context, Timing, error_policy, reconcile};
 use crate::expectations::Expectations;
+use crate::gauges::{Phases, ReadyTimer};
+use crate::queue::Queue;
 use crate::sampling::{Samples, SamplingConfig, run_sampler};
 
 /// Which namespaces the operator watches.
@@ -67,7 +69,7 @@ pub struct ControllerSettings {
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The selector of everything the operator creates for worlds.
-fn managed_selector() -> String {
+pub(crate) fn managed_selector() -> String {
     format!("{LABEL_MANAGED_BY}={MANAGER},{LABEL_NAME}={APP_NAME}")
 }
 
@@ -129,6 +131,9 @@ pub async fn run_controllers(
         .as_ref()
         .map(|s| CellClient::new(s.timeout, HANDOFF_TIMEOUT));
     let dead_after = settings.sampling.as_ref().map_or(Duration::MAX, |s| s.dead_after);
+    let queue = Arc::new(Queue::default());
+    let phases = Arc::new(Phases::default());
+    let ready_timer = Arc::new(ReadyTimer::default());
     for ns in &namespaces {
         let ns = ns.as_deref();
         let children = watcher::Config::default()
@@ -136,17 +141,31 @@ pub async fn run_controllers(
             .any_semantic();
 
         let (pods, pod_writer) = reflector::store::<Pod>();
+        let q = queue.clone();
         let pod_stream = watcher(api_for::<Pod>(&client, ns), children.clone())
             .default_backoff()
             .modify(slim)
             .reflect(pod_writer)
-            .touched_objects();
+            .touched_objects()
+            .inspect_ok(move |pod| q.owner_woken(pod));
         let (services, svc_writer) = reflector::store::<Service>();
+        let q = queue.clone();
         let svc_stream = watcher(api_for::<Service>(&client, ns), children)
             .default_backoff()
             .modify(slim)
             .reflect(svc_writer)
-            .touched_objects();
+            .touched_objects()
+            .inspect_ok(move |svc| q.owner_woken(svc));
+        let (worlds, world_writer) = reflector::store::<WorldSpec>();
+        let q = queue.clone();
+        let world_stream = watcher(
+            api_for::<WorldSpec>(&client, ns),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff()
+        .reflect(world_writer)
+        .touched_objects()
+        .inspect_ok(move |ws| q.woken(ObjectRef::from_obj(ws)));
 
         let ctx = Arc::new(Context {
             client: client.clone(),
@@ -159,20 +178,23 @@ pub async fn run_controllers(
             samples: Arc::new(Samples::new(dead_after)),
             cells: cells.clone(),
             tokens: settings.tokens.clone(),
+            instance: settings.instance.clone(),
+            queue: queue.clone(),
+            phases: phases.clone(),
+            ready_timer: ready_timer.clone(),
         });
         let (wake, woken) = futures::channel::mpsc::unbounded();
         let mut stop_controller = stop.clone();
-        let controller = Controller::new(
-            api_for::<WorldSpec>(&client, ns),
-            watcher::Config::default().any_semantic(),
-        )
-        .owns_stream(pod_stream)
-        .owns_stream(svc_stream)
-        .reconcile_on(woken)
-        .with_config(Config::default().concurrency(settings.concurrency))
-        .graceful_shutdown_on(async move {
-            let _ = stop_controller.wait_for(|s| *s).await;
-        });
+        let q = queue.clone();
+        let woken = woken.inspect(move |world: &ObjectRef<WorldSpec>| q.woken(world.clone()));
+        let controller = Controller::for_stream(world_stream, worlds)
+            .owns_stream(pod_stream)
+            .owns_stream(svc_stream)
+            .reconcile_on(woken)
+            .with_config(Config::default().concurrency(settings.concurrency))
+            .graceful_shutdown_on(async move {
+                let _ = stop_controller.wait_for(|s| *s).await;
+            });
         if let (Some(config), Some(cells)) = (settings.sampling.clone(), cells.clone()) {
             samplers.push(tokio::spawn(run_sampler(
                 pods.clone(),

@@ -27,7 +27,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::cell_client::CellClient;
 use crate::controller::now;
@@ -277,7 +277,9 @@ pub async fn run_sampler(
             _ = ticks.tick() => {}
             _ = stop.wait_for(|s| *s) => break,
         }
-        round(&pods, &worlds, &samples, &client, &config, &wake).await;
+        round(&pods, &worlds, &samples, &client, &config, &wake)
+            .instrument(info_span!("sampling"))
+            .await;
     }
     info!("load sampling stopped");
 }

@@ -6,11 +6,16 @@
 //! [`REQUIRED`] is the documented set: `deploy/rbac/operator-clusterrole.yaml`
 //! grants exactly it, which a test checks.
 
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::api::{Api, PostParams};
+use kube::runtime::events::{EventType, Recorder, Reporter};
+
+use crate::events::{EXCESS_PERMISSIONS, event};
 
 /// One permission: a verb on a resource of an API group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -212,6 +217,54 @@ pub async fn self_check(
         }
     }
     Ok(report)
+}
+
+/// The user the operator authenticates as, by a SelfSubjectReview (which every
+/// authenticated user may create).
+pub async fn whoami(client: &Client) -> Result<String, kube::Error> {
+    let api: Api<SelfSubjectReview> = Api::all(client.clone());
+    let review = api
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await?;
+    Ok(review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .unwrap_or_default())
+}
+
+/// Reports permissions beyond the documented set: the gauge, one warning line
+/// each, and a Warning Event on `pod` (the operator's own Pod) when known, so
+/// `kubectl describe pod` shows it where an admin looks first.
+pub async fn warn_excess(client: &Client, report: &Report, pod: Option<ObjectReference>, instance: &str) {
+    metrics::gauge!(fleetforge_obs::metrics::EXCESS_PERMISSIONS).set(report.excess.len() as f64);
+    for check in &report.excess {
+        tracing::warn!(permission = %check, "the operator holds a permission beyond its documented set; narrow its RBAC");
+    }
+    let (Some(pod), false) = (pod, report.excess.is_empty()) else {
+        return;
+    };
+    let list: Vec<String> = report.excess.iter().map(ToString::to_string).collect();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "fleetforge-operator".to_owned(),
+            instance: Some(instance.to_owned()),
+        },
+    );
+    let ev = event(
+        EventType::Warning,
+        EXCESS_PERMISSIONS,
+        "SelfCheck",
+        format!(
+            "the operator holds {} permission(s) beyond its documented set; narrow its RBAC: {}",
+            list.len(),
+            list.join("; ")
+        ),
+    );
+    if let Err(e) = recorder.publish(&ev, &pod).await {
+        tracing::warn!(error = %e, "could not record the ExcessPermissions Event");
+    }
 }
 
 #[cfg(test)]
