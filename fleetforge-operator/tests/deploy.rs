@@ -1,15 +1,17 @@
 //! The manifests in `deploy/` against a real API server (RBAC and PodSecurity
-//! on): they all apply, and the operator running with nothing but the shipped
-//! RBAC (its ServiceAccount, impersonated) elects itself leader and brings a
-//! world to Ready, while it is denied what it must not do and people get the
-//! WorldSpec rights their roles say.
+//! on): every object under `deploy/` passes a server-side dry run (the
+//! kustomize base, the cell NetworkPolicy, the changed-by admission policy,
+//! the monitoring resources); the base applies, and the operator running with
+//! nothing but the shipped RBAC (its ServiceAccount, impersonated) elects
+//! itself leader and brings a world to Ready, while it is denied what it must
+//! not do and people get the WorldSpec rights their roles say.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, bail, ensure};
 use common::*;
 use fleetforge_crd::WorldSpec;
 use fleetforge_operator::controller::Timing;
@@ -20,6 +22,7 @@ use fleetforge_testenv::{Options, Profile, TestEnv, workspace_root};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::discovery::{Discovery, Scope as ApiScope};
 use kube::{Client, ResourceExt};
@@ -270,5 +273,281 @@ async fn the_operator_runs_with_the_shipped_rbac_only() -> anyhow::Result<()> {
     .await?;
     assert_eq!(excess.len(), 1, "{excess:?}");
     assert_eq!(excess[0].to_string(), "get core/secrets in all namespaces");
+    Ok(())
+}
+
+/// Files under `deploy/` that hold no Kubernetes object, and why they are not
+/// dry-run. Every other `*.yaml` file there must hold only objects.
+const NOT_OBJECTS: &[(&str, &str)] = &[
+    (
+        "audit/policy.yaml",
+        "the API server's audit policy file: tests/audit.rs starts the API server with it",
+    ),
+    (
+        "monitoring/rules/",
+        "a plain Prometheus rule file (promtool); the PrometheusRule carries the same groups",
+    ),
+    ("monitoring/tests/", "promtool unit tests of the rules"),
+];
+
+/// Every `*.yaml` file under `dir`, sorted, as paths relative to `dir`.
+fn yaml_files(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                let rel = path.strip_prefix(dir)?.to_string_lossy().replace('\\', "/");
+                found.push(rel);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn yaml_docs(path: &std::path::Path) -> anyhow::Result<Vec<serde_yaml_ng::Value>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut docs = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let value =
+            serde_yaml_ng::Value::deserialize(doc).with_context(|| format!("parsing {}", path.display()))?;
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    Ok(docs)
+}
+
+/// The ConfigMaps a kustomization's `configMapGenerator` makes (file sources,
+/// `key=path` or `path`, with its labels, annotations and namespace).
+fn generated_config_maps(
+    dir: &std::path::Path,
+    kustomization: &serde_yaml_ng::Value,
+) -> anyhow::Result<Vec<DynamicObject>> {
+    let mut maps = Vec::new();
+    for generator in kustomization["configMapGenerator"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+    {
+        let name = generator["name"]
+            .as_str()
+            .context("a configMapGenerator without a name")?;
+        let mut data = serde_json::Map::new();
+        for file in generator["files"].as_sequence().into_iter().flatten() {
+            let spec = file.as_str().context("a generator file is not a string")?;
+            let (key, rel) = match spec.split_once('=') {
+                Some((key, rel)) => (key.to_owned(), rel),
+                None => (
+                    std::path::Path::new(spec)
+                        .file_name()
+                        .context("a generator file without a name")?
+                        .to_string_lossy()
+                        .into_owned(),
+                    spec,
+                ),
+            };
+            let content = std::fs::read_to_string(dir.join(rel)).with_context(|| format!("reading {rel}"))?;
+            data.insert(key, json!(content));
+        }
+        let options = &generator["options"];
+        let metadata = json!({
+            "name": name,
+            "namespace": kustomization["namespace"].as_str(),
+            "labels": serde_json::to_value(&options["labels"])?,
+            "annotations": serde_json::to_value(&options["annotations"])?,
+        });
+        maps.push(serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata,
+            "data": data,
+        }))?);
+    }
+    Ok(maps)
+}
+
+/// A stand-in for a CRD of another project: the right group, version, kind,
+/// plural and scope, and a schema that accepts anything
+/// (`x-kubernetes-preserve-unknown-fields`). Dry-running against it checks that
+/// a manifest names a resource that exists, in the right kind of scope and
+/// namespace, and that the admin may write it; it does not check the object
+/// against that project's own schema.
+fn stand_in_crd(
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> anyhow::Result<CustomResourceDefinition> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {
+                "plural": plural,
+                "singular": kind.to_lowercase(),
+                "kind": kind,
+                "listKind": format!("{kind}List"),
+            },
+            "versions": [{
+                "name": version,
+                "served": true,
+                "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+            }],
+        },
+    }))?)
+}
+
+#[tokio::test]
+async fn every_manifest_under_deploy_passes_a_server_side_dry_run() -> anyhow::Result<()> {
+    let env = TestEnv::start(Profile::ApiServer).await?;
+    let admin = env.client().await?;
+    let deploy = workspace_root().join("deploy");
+
+    // The Prometheus Operator's CRDs are not in the test API server: stand-ins
+    // for the two kinds deploy/monitoring/ uses.
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    for crd in [
+        stand_in_crd("monitoring.coreos.com", "v1", "PrometheusRule", "prometheusrules")?,
+        stand_in_crd("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors")?,
+    ] {
+        let name = crd.name_any();
+        crds.create(&PostParams::default(), &crd).await?;
+        eventually(
+            &format!("CRD {name} Established"),
+            Duration::from_secs(30),
+            || async {
+                let established = crds
+                    .get(&name)
+                    .await?
+                    .status
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+                Ok(established.then_some(()))
+            },
+        )
+        .await?;
+    }
+    let discovery = eventually(
+        "the stand-in CRDs discoverable",
+        Duration::from_secs(30),
+        || async {
+            let discovery = Discovery::new(admin.clone()).run().await?;
+            let gvk = kube::api::GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
+            let served = discovery.resolve_gvk(&gvk).is_some()
+                && discovery
+                    .resolve_gvk(&kube::api::GroupVersionKind::gvk(
+                        "monitoring.coreos.com",
+                        "v1",
+                        "PrometheusRule",
+                    ))
+                    .is_some();
+            Ok(served.then_some(discovery))
+        },
+    )
+    .await?;
+
+    // A dry run does not create what the others live in: the operator's
+    // namespace for real, and a game namespace for the per-namespace cell
+    // manifests (applied with `kubectl apply -n <game namespace>`).
+    let namespace = yaml_docs(&deploy.join("namespace.yaml"))?;
+    let namespace: DynamicObject = serde_yaml_ng::from_value(namespace[0].clone())?;
+    apply(&admin, &discovery, &namespace, false).await?;
+    let game_ns = env.create_restricted_namespace("deploy-dry-run").await?;
+
+    // Every file: objects, kustomizations (their generated ConfigMaps), or a
+    // file known to hold none.
+    let mut objects: Vec<(String, DynamicObject)> = Vec::new();
+    for file in yaml_files(&deploy)? {
+        if let Some((_, why)) = NOT_OBJECTS
+            .iter()
+            .find(|(prefix, _)| file == *prefix || (prefix.ends_with('/') && file.starts_with(prefix)))
+        {
+            eprintln!("not dry-run: {file}: {why}");
+            continue;
+        }
+        let path = deploy.join(&file);
+        let dir = path.parent().context("a file without a directory")?.to_owned();
+        // A kustomization's `namespace:` applies to the objects of its directory.
+        let kustomization = dir.join("kustomization.yaml");
+        let kustomization = if kustomization.is_file() {
+            Some(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(
+                &std::fs::read_to_string(&kustomization)?,
+            )?)
+        } else {
+            None
+        };
+        let kustomize_ns = kustomization
+            .as_ref()
+            .and_then(|k| k["namespace"].as_str().map(str::to_owned));
+        if file.ends_with("kustomization.yaml") {
+            let k = kustomization.context("kustomization")?;
+            for resource in k["resources"].as_sequence().into_iter().flatten() {
+                let rel = resource.as_str().context("a resource is not a path")?;
+                ensure!(
+                    dir.join(rel).is_file(),
+                    "{file} lists {rel}, which does not exist"
+                );
+            }
+            for cm in generated_config_maps(&dir, &k)? {
+                objects.push((format!("{file} (configMapGenerator)"), cm));
+            }
+            continue;
+        }
+        for doc in yaml_docs(&path)? {
+            let mut obj: DynamicObject =
+                serde_yaml_ng::from_value(doc).with_context(|| format!("an object in {file}"))?;
+            ensure!(
+                obj.types.is_some(),
+                "{file} holds a document without apiVersion/kind"
+            );
+            if obj.metadata.namespace.is_none() {
+                obj.metadata.namespace = kustomize_ns.clone();
+            }
+            objects.push((file.clone(), obj));
+        }
+    }
+
+    let mut seen = std::collections::BTreeSet::new();
+    for (file, obj) in &objects {
+        let mut obj = obj.clone();
+        let types = obj.types.clone().context("types")?;
+        let gvk = kube::api::GroupVersionKind::try_from(&types)?;
+        let namespaced = discovery
+            .resolve_gvk(&gvk)
+            .is_some_and(|(_, caps)| caps.scope == ApiScope::Namespaced);
+        if namespaced && obj.metadata.namespace.is_none() {
+            obj.metadata.namespace = Some(game_ns.clone());
+        }
+        apply(&admin, &discovery, &obj, true)
+            .await
+            .with_context(|| format!("dry-running {file}"))?;
+        seen.insert(format!("{} {}", types.kind, obj.name_any()));
+    }
+    // The ones this test was written for, so a path or kind change cannot
+    // silently drop them.
+    for expected in [
+        "CustomResourceDefinition worldspecs.fleetforge.io",
+        "Deployment fleetforge-operator",
+        "NetworkPolicy fleetforge-cells",
+        "MutatingAdmissionPolicy fleetforge-changed-by",
+        "MutatingAdmissionPolicyBinding fleetforge-changed-by",
+        "PrometheusRule fleetforge",
+        "ServiceMonitor fleetforge-operator",
+        "ConfigMap fleetforge-dashboards",
+    ] {
+        ensure!(
+            seen.contains(expected),
+            "{expected} was not dry-run; dry-run: {seen:?}"
+        );
+    }
     Ok(())
 }
