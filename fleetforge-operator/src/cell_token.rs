@@ -160,6 +160,23 @@ impl TokenKeys {
         })
     }
 
+    /// Re-reads the key files if they changed since they were last read. Returns
+    /// whether new keys were loaded: every world's tokens then change, and the
+    /// caller wakes the worlds so that each writes its Secret now rather than at
+    /// its next resync (a rotation must not wait minutes for a steady world).
+    pub fn refresh(&self) -> Result<bool, KeyError> {
+        let Source::Dir { dir, loaded } = &self.source else {
+            return Ok(false);
+        };
+        let mut loaded = loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if stamps(dir) == loaded.stamp {
+            return Ok(false);
+        }
+        let (stamp, keys) = read_keys(dir)?;
+        *loaded = Loaded { stamp, keys };
+        Ok(true)
+    }
+
     /// The tokens of the world with `uid`, from the keys as they are on disk now.
     /// When the files changed and can no longer be read, the keys last read keep
     /// serving (and the error is returned alongside, to be reported).

@@ -132,6 +132,7 @@ pub async fn run_controllers(
         .map(|s| CellClient::new(s.timeout, HANDOFF_TIMEOUT));
     let dead_after = settings.sampling.as_ref().map_or(Duration::MAX, |s| s.dead_after);
     let queue = Arc::new(Queue::default());
+    let mut key_watch = Vec::new();
     let phases = Arc::new(Phases::default());
     let ready_timer = Arc::new(ReadyTimer::default());
     for ns in &namespaces {
@@ -195,6 +196,7 @@ pub async fn run_controllers(
             .graceful_shutdown_on(async move {
                 let _ = stop_controller.wait_for(|s| *s).await;
             });
+        key_watch.push((wake.clone(), controller.store()));
         if let (Some(config), Some(cells)) = (settings.sampling.clone(), cells.clone()) {
             samplers.push(tokio::spawn(run_sampler(
                 pods.clone(),
@@ -237,10 +239,56 @@ pub async fn run_controllers(
         on_synced();
     });
 
+    samplers.push(tokio::spawn(watch_keys(
+        settings.tokens.clone(),
+        key_watch,
+        stop.clone(),
+    )));
+
     info!(scope = ?settings.scope, concurrency = settings.concurrency, "controllers running");
     join_all(controllers).await;
     for sampler in samplers {
         sampler.abort();
     }
     info!("controllers stopped");
+}
+
+/// How often the cell-token key files are checked for a rotation.
+const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Wakes every world when the cell-token master key changes on disk, so each
+/// writes its new token Secret within seconds of a rotation instead of at its
+/// next resync.
+async fn watch_keys(
+    tokens: Arc<TokenKeys>,
+    worlds: Vec<(
+        futures::channel::mpsc::UnboundedSender<ObjectRef<WorldSpec>>,
+        Store<WorldSpec>,
+    )>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(KEY_CHECK_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match tokens.refresh() {
+            Ok(false) => {}
+            Ok(true) => {
+                let mut woken = 0;
+                for (wake, store) in &worlds {
+                    for ws in store.state() {
+                        woken += usize::from(wake.unbounded_send(ObjectRef::from_obj(&*ws)).is_ok());
+                    }
+                }
+                info!(
+                    worlds = woken,
+                    "cell token key changed; every world writes its new tokens"
+                );
+            }
+            Err(error) => warn!(%error, "cell token key unreadable; keeping the last good key"),
+        }
+    }
 }
