@@ -68,6 +68,33 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The operator's `/metrics` text, found through the admin address its log
+/// reports.
+fn scrape(log: &Path) -> anyhow::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let text = std::fs::read_to_string(log)?;
+    let addr = text
+        .lines()
+        .filter(|l| l.contains("admin server listening"))
+        .find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            v["addr"].as_str().map(str::to_owned)
+        })
+        .context("the operator log names no admin address")?;
+    let mut stream = std::net::TcpStream::connect(&addr)?;
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok(body.to_owned())
+}
+
+/// Series in a Prometheus text exposition: lines that are neither comments nor
+/// blank.
+fn series(text: &str) -> usize {
+    text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count()
+}
+
 fn writes(env: &TestEnv, ns: &str) -> anyhow::Result<usize> {
     Ok(env.writes_by(OPERATOR_USER, ns)?.len())
 }
@@ -95,7 +122,9 @@ async fn load(root: &Path, binary: &Path, worlds: usize, cells: u32) -> anyhow::
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .args(["--lease-namespace", "default", "--admin-addr", "127.0.0.1:0"])
-        .args(["--resync-seconds", "2", "--log", "warn"])
+        // The operator module at info: its "admin server listening" line gives
+        // the port of /metrics.
+        .args(["--resync-seconds", "2", "--log", "warn,fleetforge_operator::operator=info"])
         // The load run measures the control plane: its cells are kwok Pods with
         // no process behind them, so there is no load to sample and nothing to
         // hand over.
@@ -185,6 +214,17 @@ async fn load(root: &Path, binary: &Path, worlds: usize, cells: u32) -> anyhow::
         busy_peak as f64 / 1024.0,
         steady_rss as f64 / 1024.0,
         peak as f64 / 1024.0
+    );
+    let metrics = scrape(&log)?;
+    let per_world = metrics
+        .lines()
+        .filter(|l| l.starts_with("fleetforge_") && l.contains("world=\""))
+        .count();
+    println!(
+        "  metric series on /metrics: {} ({} of them per world, {:.1} per world)",
+        series(&metrics),
+        per_world,
+        per_world as f64 / worlds as f64
     );
     if steady_writes != 0 {
         bail!("steady worlds were written to {steady_writes} times");
