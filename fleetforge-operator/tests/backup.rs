@@ -100,7 +100,10 @@ async fn a_deleted_namespace_is_restored_with_every_world_and_its_cell_layout() 
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let env = TestEnv::start_with(Options::new(Profile::Cluster).nodes(2)).await?;
+    // Room for every cell: 4 to 6 per world, at most 200 on a kwok node.
+    let mut options = Options::new(Profile::Cluster).nodes((count * 6).div_ceil(200).max(2));
+    options.pods_per_node = 250;
+    let env = TestEnv::start_with(options).await?;
     let client = env.client().await?;
     let ns = env.create_restricted_namespace("backup").await?;
     let operator = InProcess::start(&env, &ns, Duration::from_secs(30)).await?;
