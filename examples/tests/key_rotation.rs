@@ -1000,6 +1000,64 @@ async fn master_key_rotates_without_a_restart_and_secrets_stay_out_of_logs() -> 
          one at the rotation and one when `previous-key` went"
     );
     ensure!(debug_lines > 0, "no debug line in a log at debug level");
+
+    // Correlation: the ids on the reconcile's log lines prefix the Audit-ID of
+    // its API calls (`<id>-<n>`) in the API server's audit log, and end the notes
+    // of its Events.
+    let correlation_ids: BTreeSet<String> = lines
+        .iter()
+        .filter_map(|l| l["correlation_id"].as_str().map(str::to_owned))
+        .collect();
+    ensure!(
+        !correlation_ids.is_empty(),
+        "no log line carries a correlation_id"
+    );
+    let from_reconciles: Vec<Value> = env
+        .audit_events()?
+        .into_iter()
+        .filter(|e| e["objectRef"]["namespace"] == ns.as_str())
+        .filter(|e| {
+            e["auditID"]
+                .as_str()
+                .and_then(|id| id.rsplit_once('-'))
+                .is_some_and(|(prefix, n)| prefix.len() == 16 && n.parse::<u32>().is_ok())
+        })
+        .collect();
+    let secret_write = from_reconciles.iter().any(|e| {
+        e["objectRef"]["resource"] == "secrets"
+            && e["objectRef"]["name"] == token_secret_name(WORLD).as_str()
+            && e["verb"] == "patch"
+    });
+    ensure!(
+        secret_write,
+        "no write of the world's token Secret carries a reconcile's Audit-ID"
+    );
+    for e in &from_reconciles {
+        let id = e["auditID"].as_str().unwrap_or_default();
+        let prefix = id.rsplit_once('-').map_or("", |(p, _)| p);
+        ensure!(
+            correlation_ids.contains(prefix),
+            "audit event {id} ({} {}) has no reconcile with correlation id {prefix} in the operator's log",
+            e["verb"],
+            e["requestURI"]
+        );
+    }
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let noted = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|e| e.note)
+        .filter(|n| {
+            n.rsplit_once("(correlation id ")
+                .is_some_and(|(_, id)| correlation_ids.contains(id.trim_end_matches(')')))
+        })
+        .count();
+    ensure!(
+        noted > 0,
+        "no Event note ends with a correlation id of the operator's log"
+    );
     let mut cell_log_bytes = 0;
     let mut cell_log_count = 0;
     for entry in fs::read_dir(&cell_logs)? {

@@ -169,7 +169,8 @@ pub async fn reconcile(ws: Arc<WorldSpec>, ctx: Arc<Context>) -> Result<Action, 
         correlation_id = %id,
     );
     let started = Instant::now();
-    let result = correlation::scope(id, reconcile_world(&ws, &ctx).instrument(span)).await;
+    correlation::attach(&span, &id);
+    let result = reconcile_world(&ws, &ctx).instrument(span).await;
     metrics::histogram!(m::RECONCILE_DURATION).record(started.elapsed().as_secs_f64());
     let label = match &result {
         // The reconcile of an invalid spec succeeds (it reports the problem);

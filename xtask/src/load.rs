@@ -92,7 +92,9 @@ fn scrape(log: &Path) -> anyhow::Result<String> {
 /// Series in a Prometheus text exposition: lines that are neither comments nor
 /// blank.
 fn series(text: &str) -> usize {
-    text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count()
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count()
 }
 
 fn writes(env: &TestEnv, ns: &str) -> anyhow::Result<usize> {
@@ -124,7 +126,12 @@ async fn load(root: &Path, binary: &Path, worlds: usize, cells: u32) -> anyhow::
         .args(["--lease-namespace", "default", "--admin-addr", "127.0.0.1:0"])
         // The operator module at info: its "admin server listening" line gives
         // the port of /metrics.
-        .args(["--resync-seconds", "2", "--log", "warn,fleetforge_operator::operator=info"])
+        .args([
+            "--resync-seconds",
+            "2",
+            "--log",
+            "warn,fleetforge_operator::operator=info",
+        ])
         // The load run measures the control plane: its cells are kwok Pods with
         // no process behind them, so there is no load to sample and nothing to
         // hand over.
