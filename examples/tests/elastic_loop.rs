@@ -130,27 +130,12 @@ impl Players {
 }
 
 /// Polls `check` every 50 ms until it yields a value or `STEP` passes.
-async fn until<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+async fn until<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,
 {
-    let deadline = Instant::now() + STEP;
-    let mut last = None;
-    loop {
-        match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last = Some(e),
-        }
-        if Instant::now() > deadline {
-            match last {
-                Some(e) => bail!("{what}: not within {STEP:?} (last error: {e:#})"),
-                None => bail!("{what}: not within {STEP:?}"),
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    fleetforge_testenv::eventually(what, STEP, Duration::from_millis(50), check).await
 }
 
 /// A world's live cells: Pods running with an IP and not being deleted.

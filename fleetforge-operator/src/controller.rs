@@ -173,17 +173,26 @@ pub async fn reconcile(ws: Arc<WorldSpec>, ctx: Arc<Context>) -> Result<Action, 
     let result = reconcile_world(&ws, &ctx).instrument(span).await;
     metrics::histogram!(m::RECONCILE_DURATION).record(started.elapsed().as_secs_f64());
     let label = match &result {
-        // The reconcile of an invalid spec succeeds (it reports the problem);
-        // counted apart so an alert can tell it from a healthy world.
-        Ok(_) if ws.metadata.deletion_timestamp.is_none() && to_world(&ws).is_err() => "invalid_spec",
-        Ok(_) => "ok",
+        Ok((_, Done::Planned)) => "ok",
+        Ok((_, Done::InvalidSpec)) => "invalid_spec",
         Err(_) => "error",
     };
     metrics::counter!(m::RECONCILES, "result" => label).increment(1);
     if result.is_ok() {
         ctx.backoff.succeeded(&key);
     }
-    result
+    result.map(|(action, _)| action)
+}
+
+/// How a reconcile that did not fail ended. The reconcile of an invalid spec
+/// succeeds (it reports the problem) but is counted apart, so an alert can tell
+/// it from a healthy world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    /// Planned and applied (or nothing to do).
+    Planned,
+    /// The spec cannot be planned; the world was marked Degraded.
+    InvalidSpec,
 }
 
 /// How long to wait before retrying a world whose reconcile failed: exponential
@@ -195,16 +204,16 @@ pub fn error_policy(ws: Arc<WorldSpec>, error: &Error, ctx: Arc<Context>) -> Act
     Action::requeue(delay)
 }
 
-async fn reconcile_world(ws: &WorldSpec, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_world(ws: &WorldSpec, ctx: &Context) -> Result<(Action, Done), Error> {
     let (Some(namespace), Some(uid)) = (ws.namespace(), ws.uid()) else {
         // Objects from the API server always carry both; nothing to act on.
-        return Ok(Action::await_change());
+        return Ok((Action::await_change(), Done::Planned));
     };
     if ws.metadata.deletion_timestamp.is_some() {
         // Garbage collection removes the cells through their owner references.
         ctx.expectations.forget(&uid);
         ctx.phases.set(&key_label(&namespace, &ws.name_any()), None);
-        return Ok(Action::await_change());
+        return Ok((Action::await_change(), Done::Planned));
     }
     let pods: Vec<Pod> = ctx
         .pods
@@ -231,7 +240,7 @@ async fn reconcile_world(ws: &WorldSpec, ctx: &Context) -> Result<Action, Error>
         .ready(&uid, ws.metadata.resource_version.as_deref(), &cached)
     {
         debug!("caches predate the last reconcile's writes; waiting for them");
-        return Ok(Action::requeue(Duration::from_millis(200)));
+        return Ok((Action::requeue(Duration::from_millis(200)), Done::Planned));
     }
     let mut expected = Expected::default();
     let result = plan_and_apply(ws, ctx, &namespace, &pods, &mut expected).await;
@@ -245,7 +254,7 @@ async fn plan_and_apply(
     namespace: &str,
     pods: &[Pod],
     expected: &mut Expected,
-) -> Result<Action, Error> {
+) -> Result<(Action, Done), Error> {
     let now = now();
     let name = ws.name_any();
     let generation = ws.metadata.generation.unwrap_or(0);
@@ -270,7 +279,7 @@ async fn plan_and_apply(
                 )
                 .await;
             }
-            return Ok(Action::await_change());
+            return Ok((Action::await_change(), Done::InvalidSpec));
         }
     };
 
@@ -327,7 +336,7 @@ async fn plan_and_apply(
             .iter()
             .any(|c| c.health != Health::Ready || !c.is_active());
     if busy {
-        return Ok(Action::requeue(ctx.timing.busy));
+        return Ok((Action::requeue(ctx.timing.busy), Done::Planned));
     }
     // Load samples wake the world when a threshold is crossed or has held, but a
     // cell that stayed hot through a cooldown or the rate limit needs a look when
@@ -346,7 +355,7 @@ async fn plan_and_apply(
     let wait = pacing_ends.map_or(ctx.timing.resync, |end| {
         (end.since(now) + Duration::from_millis(100)).min(ctx.timing.resync)
     });
-    Ok(Action::requeue(wait))
+    Ok((Action::requeue(wait), Done::Planned))
 }
 
 fn key_label(namespace: &str, name: &str) -> String {

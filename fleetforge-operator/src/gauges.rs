@@ -11,6 +11,13 @@ use fleetforge_obs::metrics as m;
 /// on one has a series to read before the first world enters it.
 const PHASES: &[&str] = &["Initializing", "Running", "Scaling", "Degraded"];
 
+/// Publishes every phase at zero worlds, before any world reports one.
+pub fn zero_phases() {
+    for phase in PHASES {
+        metrics::gauge!(m::WORLDS, "phase" => *phase).set(0.0);
+    }
+}
+
 /// Each world's last phase, counted into `fleetforge_worlds{phase}`.
 #[derive(Debug, Default)]
 pub struct Phases {

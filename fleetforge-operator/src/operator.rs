@@ -26,7 +26,7 @@ use crate::cell_token::TokenKeys;
 use crate::cli::{Cli, seconds};
 use crate::controller::Timing;
 use crate::correlation;
-use crate::gauges::Phases;
+use crate::gauges;
 use crate::leader::{Election, LeaderConfig};
 use crate::run::{ControllerSettings, run_controllers};
 use crate::selfcheck::{checks, self_check, warn_excess, whoami};
@@ -142,7 +142,7 @@ fn zero_series() {
     for gauge in [m::LEADER, m::RECONCILE_QUEUE_DEPTH, m::EXCESS_PERMISSIONS] {
         metrics::gauge!(gauge).set(0.0);
     }
-    Phases::default().set("", None);
+    gauges::zero_phases();
 }
 
 /// The process's log filter handle, set once by `main` after it installed the

@@ -125,7 +125,8 @@ pub async fn run_controllers(
     );
     let mut stores: Vec<(Store<WorldSpec>, Store<Pod>, Store<Service>)> = Vec::new();
     let mut controllers = Vec::new();
-    let mut samplers = Vec::new();
+    // Load samplers and the key watch: stopped once the controllers are.
+    let mut background = Vec::new();
     let cells = settings
         .sampling
         .as_ref()
@@ -198,7 +199,7 @@ pub async fn run_controllers(
             });
         key_watch.push((wake.clone(), controller.store()));
         if let (Some(config), Some(cells)) = (settings.sampling.clone(), cells.clone()) {
-            samplers.push(tokio::spawn(run_sampler(
+            background.push(tokio::spawn(run_sampler(
                 pods.clone(),
                 controller.store(),
                 ctx.samples.clone(),
@@ -239,7 +240,7 @@ pub async fn run_controllers(
         on_synced();
     });
 
-    samplers.push(tokio::spawn(watch_keys(
+    background.push(tokio::spawn(watch_keys(
         settings.tokens.clone(),
         key_watch,
         stop.clone(),
@@ -247,8 +248,8 @@ pub async fn run_controllers(
 
     info!(scope = ?settings.scope, concurrency = settings.concurrency, "controllers running");
     join_all(controllers).await;
-    for sampler in samplers {
-        sampler.abort();
+    for task in background {
+        task.abort();
     }
     info!("controllers stopped");
 }

@@ -23,10 +23,9 @@ use fleetforge_crd::WorldSpec;
 use fleetforge_testenv::{Options, Profile, TestEnv, workspace_root};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use kube::discovery::{Discovery, Scope as ApiScope};
-use kube::{Client, ResourceExt};
-use serde::Deserialize as _;
+use kube::discovery::Discovery;
 use serde_json::{Value, json};
 
 const CHANGED_BY: &str = "fleetforge.io/changed-by";
@@ -36,33 +35,12 @@ const DESIGNERS: &str = "game-designers";
 
 /// Server-side applies every object in `file` (relative to the workspace root).
 async fn apply_file(client: &Client, file: &str) -> anyhow::Result<()> {
-    let path = workspace_root().join(file);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let discovery = Discovery::new(client.clone()).run().await?;
-    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-        let value = serde_yaml_ng::Value::deserialize(doc)?;
-        if value.is_null() {
-            continue;
-        }
+    for value in yaml_docs(&workspace_root().join(file))? {
         let obj: DynamicObject = serde_yaml_ng::from_value(value)?;
-        let types = obj.types.as_ref().context("object without apiVersion/kind")?;
-        let gvk = kube::api::GroupVersionKind::try_from(types)?;
-        let (resource, caps) = discovery
-            .resolve_gvk(&gvk)
-            .with_context(|| format!("the API server does not serve {gvk:?}"))?;
-        let api: Api<DynamicObject> = match caps.scope {
-            ApiScope::Namespaced => {
-                Api::namespaced_with(client.clone(), &obj.namespace().unwrap_or_default(), &resource)
-            }
-            ApiScope::Cluster => Api::all_with(client.clone(), &resource),
-        };
-        api.patch(
-            &obj.name_any(),
-            &PatchParams::apply("fleetforge-audit-test").force(),
-            &Patch::Apply(&obj),
-        )
-        .await
-        .with_context(|| format!("applying {} {} from {file}", types.kind, obj.name_any()))?;
+        apply(client, &discovery, &obj, "fleetforge-audit-test", false)
+            .await
+            .with_context(|| format!("from {file}"))?;
     }
     Ok(())
 }

@@ -40,12 +40,7 @@ fn base_objects() -> anyhow::Result<Vec<DynamicObject>> {
     let mut objects = Vec::new();
     for file in kustomization["resources"].as_sequence().context("no resources")? {
         let path = dir.join(file.as_str().context("resource is not a path")?);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-            let value = serde_yaml_ng::Value::deserialize(doc)?;
-            if value.is_null() {
-                continue;
-            }
+        for value in yaml_docs(&path)? {
             let obj: DynamicObject = serde_yaml_ng::from_value(value)
                 .with_context(|| format!("an object in {}", path.display()))?;
             objects.push(obj);
@@ -54,32 +49,14 @@ fn base_objects() -> anyhow::Result<Vec<DynamicObject>> {
     Ok(objects)
 }
 
-use serde::Deserialize as _;
-
-/// Server-side applies `obj` (a dry run when `dry_run`).
+/// Server-side applies `obj` as the deploy test (a dry run when `dry_run`).
 async fn apply(
     client: &Client,
     discovery: &Discovery,
     obj: &DynamicObject,
     dry_run: bool,
 ) -> anyhow::Result<()> {
-    let types = obj.types.as_ref().context("object without apiVersion/kind")?;
-    let gvk = kube::api::GroupVersionKind::try_from(types)?;
-    let (resource, caps) = discovery
-        .resolve_gvk(&gvk)
-        .with_context(|| format!("the API server does not serve {gvk:?}"))?;
-    let api: Api<DynamicObject> = match caps.scope {
-        ApiScope::Namespaced => {
-            Api::namespaced_with(client.clone(), &obj.namespace().unwrap_or_default(), &resource)
-        }
-        ApiScope::Cluster => Api::all_with(client.clone(), &resource),
-    };
-    let mut params = PatchParams::apply("fleetforge-deploy-test").force();
-    params.dry_run = dry_run;
-    api.patch(&obj.name_any(), &params, &Patch::Apply(obj))
-        .await
-        .with_context(|| format!("applying {} {}", types.kind, obj.name_any()))?;
-    Ok(())
+    common::apply(client, discovery, obj, "fleetforge-deploy-test", dry_run).await
 }
 
 fn forbidden<T>(result: Result<T, kube::Error>) -> bool {
@@ -307,19 +284,6 @@ fn yaml_files(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
     }
     found.sort();
     Ok(found)
-}
-
-fn yaml_docs(path: &std::path::Path) -> anyhow::Result<Vec<serde_yaml_ng::Value>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut docs = Vec::new();
-    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-        let value =
-            serde_yaml_ng::Value::deserialize(doc).with_context(|| format!("parsing {}", path.display()))?;
-        if !value.is_null() {
-            docs.push(value);
-        }
-    }
-    Ok(docs)
 }
 
 /// The ConfigMaps a kustomization's `configMapGenerator` makes (file sources,

@@ -17,6 +17,7 @@
 //! ```
 
 mod pki;
+mod poll;
 mod process;
 pub mod runner;
 
@@ -41,6 +42,7 @@ use serde_json::json;
 
 use crate::pki::{ClientCert, Pki};
 use crate::process::{Janitor, Supervised};
+pub use poll::eventually;
 pub use runner::CellRunner;
 
 /// The wrapper module `cargo xtask k8s` builds from; its pin is the cache key.

@@ -4,9 +4,9 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use fleetforge_crd::WorldSpec;
 use fleetforge_operator::controller::Timing;
 use fleetforge_operator::run::{ControllerSettings, Scope, run_controllers};
@@ -86,27 +86,12 @@ impl InProcess {
 }
 
 /// Polls `check` every 100 ms until it yields a value or `timeout` passes.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,
 {
-    let deadline = Instant::now() + timeout;
-    let mut last_error = None;
-    loop {
-        match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last_error = Some(e),
-        }
-        if Instant::now() >= deadline {
-            match last_error {
-                Some(e) => bail!("{what}: not within {timeout:?} (last error: {e:#})"),
-                None => bail!("{what}: not within {timeout:?}"),
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    fleetforge_testenv::eventually(what, timeout, Duration::from_millis(100), check).await
 }
 
 /// The world's cell Pods that are not being deleted.
@@ -144,4 +129,49 @@ pub fn is_ready(ws: &WorldSpec) -> bool {
 /// The value of annotation `key` of a Pod.
 pub fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
     pod.metadata.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+/// The YAML documents of a manifest file, empty ones left out.
+pub fn yaml_docs(path: &std::path::Path) -> anyhow::Result<Vec<serde_yaml_ng::Value>> {
+    use serde::Deserialize as _;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut docs = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let value =
+            serde_yaml_ng::Value::deserialize(doc).with_context(|| format!("parsing {}", path.display()))?;
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    Ok(docs)
+}
+
+/// Server-side applies `obj` as field manager `manager` (a dry run when
+/// `dry_run`), whatever its kind, as `kubectl apply --server-side` would.
+pub async fn apply(
+    client: &Client,
+    discovery: &kube::discovery::Discovery,
+    obj: &kube::api::DynamicObject,
+    manager: &str,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    use kube::api::{DynamicObject, Patch, PatchParams};
+    use kube::discovery::Scope;
+    let types = obj.types.as_ref().context("object without apiVersion/kind")?;
+    let gvk = kube::api::GroupVersionKind::try_from(types)?;
+    let (resource, caps) = discovery
+        .resolve_gvk(&gvk)
+        .with_context(|| format!("the API server does not serve {gvk:?}"))?;
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Namespaced => {
+            Api::namespaced_with(client.clone(), &obj.namespace().unwrap_or_default(), &resource)
+        }
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    };
+    let mut params = PatchParams::apply(manager).force();
+    params.dry_run = dry_run;
+    api.patch(&obj.name_any(), &params, &Patch::Apply(obj))
+        .await
+        .with_context(|| format!("applying {} {}", types.kind, obj.name_any()))?;
+    Ok(())
 }
