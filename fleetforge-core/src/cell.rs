@@ -18,11 +18,18 @@ use crate::naming::dns_label;
 pub const MAX_DEPTH: usize = 48;
 
 /// The identity of a cell: its root (initial cell index) and its split path.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// The path is packed into one word (one bit per split, the first split the most
+/// significant), so ids are cheap to copy, hash and compare: the planner keys its
+/// maps by them. Ids order by root, then by path with a prefix before its
+/// extensions, so a cell's descendants sort right after it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CellId {
     root: u32,
-    path: Vec<u8>,
+    depth: u8,
+    /// The split digits, the last split in the lowest bit; bits above `depth` are 0.
+    bits: u64,
 }
 
 /// Why a string is not a cell id.
@@ -38,7 +45,8 @@ impl CellId {
     pub fn root(index: u32) -> Self {
         Self {
             root: index,
-            path: Vec::new(),
+            depth: 0,
+            bits: 0,
         }
     }
 
@@ -48,22 +56,29 @@ impl CellId {
     }
 
     /// The split path: one digit (0 lower, 1 upper) per split below the root.
-    pub fn path(&self) -> &[u8] {
-        &self.path
+    pub fn path(&self) -> Vec<u8> {
+        (0..self.depth)
+            .rev()
+            .map(|k| ((self.bits >> k) & 1) as u8)
+            .collect()
     }
 
     /// Number of splits between the root and this cell.
     pub fn depth(&self) -> usize {
-        self.path.len()
+        usize::from(self.depth)
     }
 
-    /// The child on `side` (0 lower, 1 upper) of this cell.
+    /// The child on `side` (0 lower, 1 upper) of this cell. Children of a cell
+    /// at [`MAX_DEPTH`] are not cells the planner makes; asking for one is a bug
+    /// and saturates at that depth.
     pub fn child(&self, side: u8) -> Self {
-        let mut path = self.path.clone();
-        path.push(side.min(1));
+        if self.depth() >= MAX_DEPTH {
+            return self.clone();
+        }
         Self {
             root: self.root,
-            path,
+            depth: self.depth + 1,
+            bits: (self.bits << 1) | u64::from(side.min(1)),
         }
     }
 
@@ -74,32 +89,32 @@ impl CellId {
 
     /// The parent, or `None` for a root cell.
     pub fn parent(&self) -> Option<CellId> {
-        let (_, rest) = self.path.split_last()?;
-        Some(Self {
+        (self.depth > 0).then(|| Self {
             root: self.root,
-            path: rest.to_vec(),
+            depth: self.depth - 1,
+            bits: self.bits >> 1,
         })
     }
 
     /// The other child of this cell's parent, or `None` for a root cell.
     pub fn sibling(&self) -> Option<CellId> {
-        let (last, rest) = self.path.split_last()?;
-        let mut path = rest.to_vec();
-        path.push(1 - last);
-        Some(Self {
+        (self.depth > 0).then_some(Self {
             root: self.root,
-            path,
+            depth: self.depth,
+            bits: self.bits ^ 1,
         })
     }
 
     /// Which side of its parent this cell is (0 lower, 1 upper); `None` for a root.
     pub fn side(&self) -> Option<u8> {
-        self.path.last().copied()
+        (self.depth > 0).then_some((self.bits & 1) as u8)
     }
 
     /// Whether `self` is a strict ancestor of `other`.
     pub fn is_ancestor_of(&self, other: &CellId) -> bool {
-        self.root == other.root && other.path.len() > self.path.len() && other.path.starts_with(&self.path)
+        self.root == other.root
+            && other.depth > self.depth
+            && other.bits >> (other.depth - self.depth) == self.bits
     }
 
     /// The Kubernetes-safe name of this cell within `world`: a DNS-1123 label of at
@@ -109,12 +124,29 @@ impl CellId {
     }
 }
 
+impl Ord for CellId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let common = self.depth.min(other.depth);
+        let prefix = |c: &CellId| c.bits >> (c.depth - common);
+        self.root
+            .cmp(&other.root)
+            .then_with(|| prefix(self).cmp(&prefix(other)))
+            .then_with(|| self.depth.cmp(&other.depth))
+    }
+}
+
+impl PartialOrd for CellId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl fmt::Display for CellId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "c{}", self.root)?;
-        if !self.path.is_empty() {
+        if self.depth > 0 {
             f.write_str("-")?;
-            for d in &self.path {
+            for d in self.path() {
                 write!(f, "{d}")?;
             }
         }
@@ -146,15 +178,15 @@ impl FromStr for CellId {
         if path.len() > MAX_DEPTH {
             return Err(err("split path is deeper than the planner allows"));
         }
-        let path = path
-            .bytes()
-            .map(|b| match b {
-                b'0' => Ok(0),
-                b'1' => Ok(1),
-                _ => Err(err("split path digits must be 0 or 1")),
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Self { root, path })
+        let mut id = Self::root(root);
+        for b in path.bytes() {
+            match b {
+                b'0' => id = id.child(0),
+                b'1' => id = id.child(1),
+                _ => return Err(err("split path digits must be 0 or 1")),
+            }
+        }
+        Ok(id)
     }
 }
 
@@ -240,6 +272,26 @@ mod tests {
         assert!(!p.is_ancestor_of(&p));
         assert!(!CellId::root(2).is_ancestor_of(&lo));
         assert_eq!(CellId::root(0).parent(), None);
+    }
+
+    #[test]
+    fn ids_order_by_root_then_path_with_descendants_right_after_their_ancestor() {
+        let ids: Vec<CellId> = [
+            "c0", "c0-0", "c0-00", "c0-01", "c0-1", "c0-10", "c1", "c1-0", "c2",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let mut shuffled = ids.clone();
+        shuffled.reverse();
+        shuffled.sort();
+        assert_eq!(shuffled, ids);
+        let by_path = |a: &CellId, b: &CellId| (a.root_index(), a.path()).cmp(&(b.root_index(), b.path()));
+        for a in &ids {
+            for b in &ids {
+                assert_eq!(a.cmp(b), by_path(a, b), "{a} vs {b}");
+            }
+        }
     }
 
     #[test]

@@ -329,6 +329,53 @@ impl Bounds {
         out
     }
 
+    /// The box both share, if they share interior volume.
+    pub fn intersection(&self, other: &Bounds) -> Option<Bounds> {
+        if !self.overlaps(other) {
+            return None;
+        }
+        let mut out = *self;
+        for a in self.axes() {
+            let i = a.index();
+            out.min[i] = self.min[i].max(other.min[i]);
+            out.max[i] = self.max[i].min(other.max[i]);
+        }
+        Some(out)
+    }
+
+    /// Whether `parts`, taken not to overlap one another, cover all of `self`
+    /// (their shares of it add up to its measure, within floating-point rounding).
+    pub fn covered_by<'b>(&self, parts: impl IntoIterator<Item = &'b Bounds>) -> bool {
+        let covered: f64 = parts
+            .into_iter()
+            .filter_map(|p| self.intersection(p))
+            .map(|b| b.measure())
+            .sum();
+        covered >= self.measure() * (1.0 - 1e-9)
+    }
+
+    /// The other half of `self` once `part` is cut from it: `Some` only when
+    /// `part` is a slab of `self` along exactly one axis, touching one of its
+    /// faces, so that `part` and the result are the two halves of one cut.
+    pub fn complement(&self, part: &Bounds) -> Option<Bounds> {
+        if self.dims != part.dims || !self.contains_bounds(part) {
+            return None;
+        }
+        let mut differing = self.axes().filter(|&a| self.range(a) != part.range(a));
+        let axis = differing.next()?;
+        if differing.next().is_some() {
+            return None;
+        }
+        let (lo, hi) = if part.min(axis) == self.min(axis) {
+            self.split(axis, part.max(axis)).ok()?
+        } else if part.max(axis) == self.max(axis) {
+            self.split(axis, part.min(axis)).ok()?
+        } else {
+            return None;
+        };
+        Some(if lo == *part { hi } else { lo })
+    }
+
     /// Distance from `p` to the box (0 inside), for placing strays.
     pub fn distance_to(&self, p: &Point) -> f64 {
         self.axes()
@@ -423,6 +470,29 @@ mod tests {
         assert!((lo.measure() + hi.measure() - b.measure()).abs() < 1e-12);
         assert!(b.split(Axis::X, 10.0).is_err());
         assert!(Bounds::line((0.0, 1.0)).unwrap().split(Axis::Y, 0.5).is_err());
+    }
+
+    #[test]
+    fn complement_of_a_slab() {
+        let p = Bounds::rect((0.0, 10.0), (0.0, 4.0)).unwrap();
+        let (lo, hi) = p.split(Axis::X, 3.0).unwrap();
+        assert_eq!(p.complement(&lo), Some(hi));
+        assert_eq!(p.complement(&hi), Some(lo));
+        let corner = Bounds::rect((0.0, 3.0), (0.0, 2.0)).unwrap();
+        assert_eq!(p.complement(&corner), None);
+        assert_eq!(p.complement(&p), None);
+    }
+
+    #[test]
+    fn intersection_and_cover() {
+        let p = Bounds::rect((0.0, 10.0), (0.0, 4.0)).unwrap();
+        let (lo, hi) = p.split(Axis::X, 3.0).unwrap();
+        assert_eq!(p.intersection(&lo), Some(lo));
+        assert_eq!(lo.intersection(&hi), None);
+        assert!(p.covered_by([&lo, &hi]));
+        assert!(!p.covered_by([&lo]));
+        let wider = Bounds::rect((-5.0, 20.0), (-1.0, 9.0)).unwrap();
+        assert!(p.covered_by([&wider]));
     }
 
     #[test]

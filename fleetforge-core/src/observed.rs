@@ -111,6 +111,14 @@ impl ObservedCell {
         matches!(self.role, Role::Active { .. })
     }
 
+    /// Whether the process may hold sessions: it is ready, or was and may come
+    /// back (`Unready`). A cell that never became ready has had no player and no
+    /// hand-over, and a failed one has lost what it held, so only these two need
+    /// their sessions handed over before they are retired.
+    pub fn may_hold_sessions(&self) -> bool {
+        matches!(self.health, Health::Ready | Health::Unready)
+    }
+
     /// The latest load reading, if any.
     pub fn latest(&self) -> Option<&LoadSample> {
         self.samples.last()

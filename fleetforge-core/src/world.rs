@@ -1,6 +1,6 @@
 //! The validated model of one world: what the planner plans for.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -10,12 +10,31 @@ use thiserror::Error;
 use crate::cell::CellId;
 use crate::geometry::{Axis, Bounds};
 use crate::naming::stable_hash;
-use crate::partition::initial_partition;
+use crate::partition::{grid_shape, initial_partition};
 
 /// Most initial cells a world may start with.
 pub const MAX_INITIAL_CELLS: u32 = 1000;
 /// Most players one cell may be sized for.
 pub const MAX_PLAYERS_PER_CELL: u32 = 10_000;
+
+/// Largest relative difference between the extents of the root partition's slabs
+/// along one axis: more means the coordinates are too large for their extent.
+const PARTITION_TOLERANCE: f64 = 1e-6;
+
+/// A threshold (a fraction) times a capacity (players), as the decimal product
+/// the user meant: `0.57 x 100` is 57 players, where binary floating point says
+/// 56.99999999999999. A product within 1e-9 (relative) of a whole number is that
+/// number. Comparisons against it are strict on both sides, so a load exactly at a
+/// threshold neither splits nor merges.
+pub fn decimal_product(threshold: f64, capacity: u32) -> f64 {
+    let x = threshold * f64::from(capacity);
+    let whole = x.round();
+    if (x - whole).abs() <= 1e-9 * whole.abs().max(1.0) {
+        whole
+    } else {
+        x
+    }
+}
 
 /// A game world: its space, its cells' size and how it scales.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,6 +217,7 @@ impl World {
         if self.name.is_empty() {
             errs.push(InvalidWorld::new(F::Name, "must not be empty"));
         }
+        errs.extend(self.check_bounds_precision());
         if !(1..=MAX_INITIAL_CELLS).contains(&self.initial_cells) {
             errs.push(InvalidWorld::new(
                 F::InitialCells,
@@ -304,9 +324,56 @@ impl World {
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 
-    /// A restore layout must be one the planner could have built: cells of this
-    /// world's roots, none inside another, within their root's space, not
-    /// overlapping, and together covering the whole world.
+    /// The world's extent must be a finite number on every axis, and its root
+    /// partition exact: `initialCells` slabs per axis whose edges strictly increase
+    /// and whose extents agree with one another. Far from zero a float cannot hold
+    /// a fine cut (near 1e15 its step is 0.125), so such a world would get empty or
+    /// uneven roots and splits that miss `minCellExtent`; it is refused instead.
+    fn check_bounds_precision(&self) -> Vec<InvalidWorld> {
+        let mut errs = Vec::new();
+        if !(1..=MAX_INITIAL_CELLS).contains(&self.initial_cells) {
+            return errs;
+        }
+        let shape = grid_shape(&self.bounds, self.initial_cells);
+        for axis in self.bounds.axes() {
+            let (min, max) = (self.bounds.min(axis), self.bounds.max(axis));
+            let extent = self.bounds.extent(axis);
+            if !extent.is_finite() {
+                errs.push(InvalidWorld::new(
+                    WorldField::Bounds(axis),
+                    format!(
+                        "the extent from {min} to {max} is too large to compute with; keep max - min finite"
+                    ),
+                ));
+                continue;
+            }
+            let n = shape[axis.index()] as usize;
+            let slabs = self.bounds.slabs(axis, n);
+            let step = extent / n as f64;
+            let uneven = slabs.iter().any(|b| {
+                b.extent(axis).is_nan()
+                    || b.extent(axis) <= 0.0
+                    || (b.extent(axis) - step).abs() > step * PARTITION_TOLERANCE
+            });
+            if uneven {
+                errs.push(InvalidWorld::new(
+                    WorldField::Bounds(axis),
+                    format!(
+                        "from {min} to {max} cannot be cut into {n} equal cells in floating point: \
+                         the coordinates are too large for the extent; move the world closer to zero"
+                    ),
+                ));
+            }
+        }
+        errs
+    }
+
+    /// A restore layout must be one the planner could have built: under each root
+    /// a full binary partition tree, in which both halves of every split are
+    /// present, are the two halves of one cut, and build their parent back up to
+    /// the root's exact space. Anything else (siblings that are not adjacent, a
+    /// sliver of a gap, a cell missing) would leave space no cell owns or make a
+    /// later merge overlap another cell.
     fn check_restore_layout(&self) -> Result<(), String> {
         let layout = &self.overrides.restore_layout;
         if layout.is_empty() {
@@ -320,7 +387,7 @@ impl World {
             ));
         }
         let roots = initial_partition(&self.bounds, self.initial_cells);
-        let mut ids = BTreeSet::new();
+        let mut built: BTreeMap<CellId, Bounds> = BTreeMap::new();
         for cell in layout {
             let id = &cell.id;
             let Some((_, root)) = roots.get(id.root_index() as usize) else {
@@ -332,29 +399,86 @@ impl World {
             if cell.bounds.dims() != self.bounds.dims() || !root.contains_bounds(&cell.bounds) {
                 return Err(format!("cell {id} is not inside its root cell's space"));
             }
-            if !ids.insert(id) {
+            if built.insert(id.clone(), cell.bounds).is_some() {
                 return Err(format!("cell {id} is listed twice"));
             }
         }
-        for (i, a) in layout.iter().enumerate() {
-            for b in &layout[i + 1..] {
-                if a.id.is_ancestor_of(&b.id) || b.id.is_ancestor_of(&a.id) {
-                    return Err(format!("cells {} and {} are one inside the other", a.id, b.id));
+        for id in built.keys() {
+            let mut up = id.parent();
+            while let Some(a) = up {
+                if built.contains_key(&a) {
+                    return Err(format!("cells {a} and {id} are one inside the other"));
                 }
-                if a.bounds.overlaps(&b.bounds) {
-                    return Err(format!("cells {} and {} overlap", a.id, b.id));
-                }
+                up = a.parent();
             }
         }
-        let covered: f64 = layout.iter().map(|c| c.bounds.measure()).sum();
-        let whole = self.bounds.measure();
-        // Cuts are floating point: allow for rounding, not for a missing cell.
-        if (covered - whole).abs() > whole * 1e-9 {
-            return Err(format!(
-                "cells cover {covered} of the world's {whole}: some space has no cell"
-            ));
+        // Build every parent from its two halves, deepest first.
+        let mut frontier: Vec<CellId> = built.keys().cloned().collect();
+        frontier.sort_by_key(|id| std::cmp::Reverse(id.depth()));
+        while let Some(id) = frontier.first().cloned() {
+            let depth = id.depth();
+            if depth == 0 {
+                break;
+            }
+            let level: Vec<CellId> = frontier
+                .iter()
+                .take_while(|c| c.depth() == depth)
+                .cloned()
+                .collect();
+            frontier.drain(..level.len());
+            for id in level {
+                let (Some(parent), Some(sibling)) = (id.parent(), id.sibling()) else {
+                    continue;
+                };
+                if built.contains_key(&parent) {
+                    continue; // built from the sibling already
+                }
+                let Some(&b) = built.get(&sibling) else {
+                    return Err(format!(
+                        "cell {id} has no sibling {sibling}: some space has no cell (the layout of a \
+                         split world has both halves of every split)"
+                    ));
+                };
+                let a = built[&id];
+                let hull = a.union(&b);
+                if hull.complement(&a) != Some(b) {
+                    return Err(format!(
+                        "cells {id} and {sibling} overlap or leave a gap: they are not the two halves \
+                         of one cut of {parent}"
+                    ));
+                }
+                built.insert(parent.clone(), hull);
+                frontier.push(parent);
+            }
+            frontier.sort_by_key(|id| std::cmp::Reverse(id.depth()));
+        }
+        for (id, bounds) in &roots {
+            match built.get(id) {
+                Some(b) if b == bounds => {}
+                Some(_) => {
+                    return Err(format!(
+                        "the cells under {id} do not tile its space exactly: some space has no cell \
+                         or lies outside it"
+                    ));
+                }
+                None => return Err(format!("no cell covers root {id}: some space has no cell")),
+            }
         }
         Ok(())
+    }
+
+    /// Players above which one cell is hot: `scaleUpThreshold x playersPerCell`.
+    /// See [`decimal_product`] for how the product is rounded: a load exactly at
+    /// the threshold is not above it.
+    pub fn split_above_players(&self) -> f64 {
+        decimal_product(self.policy.scale_up_threshold, self.players_per_cell)
+    }
+
+    /// Players below which two siblings together are cold:
+    /// `scaleDownThreshold x playersPerCell`, rounded as [`decimal_product`] does;
+    /// a load exactly at the threshold is not below it.
+    pub fn merge_below_players(&self) -> f64 {
+        decimal_product(self.policy.scale_down_threshold, self.players_per_cell)
     }
 
     /// Digest of what fixes the root partition (bounds and initial cell count).

@@ -2,10 +2,18 @@
 //! flight, rolling back the ones that stalled, replacing failed cells, filling
 //! space no cell covers, moving to a new partition, and rolling out a new revision.
 //!
+//! One rule runs through all of it: a cell that may hold sessions (it is ready, or
+//! was and may come back) is only ever retired after handing its sessions to the
+//! cells that own its space ([`Layout::retire_unneeded`]). An observation can miss
+//! a cell, a hand-over can stop half-way, a roll-back can come after a partial
+//! export: none of that is proof that a cell is empty, so the planner never takes
+//! it for one.
+//!
 //! Policy-driven splits and merges are decided afterwards, in `scaling`, on the
 //! cells this leaves free.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound::{Excluded, Unbounded};
 
 use crate::cell::{CellId, CellRef};
 use crate::geometry::Bounds;
@@ -28,39 +36,26 @@ pub(super) struct Repaired {
     pub free: Vec<usize>,
     /// Cells the world will have once every transition here completes.
     pub projected_cells: u32,
-    /// For each cell id ever observed, the incarnation a new process of it takes.
-    pub next_incarnation: BTreeMap<CellId, u32>,
+    /// Cells more than `projected_cells` the world keeps if every merge in flight
+    /// is rolled back: a split may not count on room a merge has not made yet.
+    pub merging_away: u32,
+    /// Cells fewer than `projected_cells` the world keeps if every split in flight
+    /// is rolled back: a merge may not count on cells a split has not made yet.
+    pub splitting_in: u32,
 }
 
-impl Repaired {
-    /// The reference for a new process of `id`.
-    pub fn new_ref(&self, id: &CellId) -> CellRef {
-        CellRef {
-            id: id.clone(),
-            incarnation: self.next_incarnation.get(id).copied().unwrap_or(0),
-        }
-    }
-}
-
-/// The other half of `parent` once `child` is cut from it, if `child` is a slab of
-/// `parent` along exactly one axis touching one of its faces.
-pub(crate) fn complement(parent: &Bounds, child: &Bounds) -> Option<Bounds> {
-    if parent.dims() != child.dims() || !parent.contains_bounds(child) {
-        return None;
-    }
-    let mut differing = parent.axes().filter(|&a| parent.range(a) != child.range(a));
-    let axis = differing.next()?;
-    if differing.next().is_some() {
-        return None;
-    }
-    let (lo, hi) = if child.min(axis) == parent.min(axis) {
-        parent.split(axis, child.max(axis)).ok()?
-    } else if child.max(axis) == parent.max(axis) {
-        parent.split(axis, child.min(axis)).ok()?
-    } else {
-        return None;
+/// The reference for a new process of `id`: the incarnation after the newest one
+/// observed. `cells` must be sorted by [`CellRef`], as `plan` sorts them.
+pub(super) fn next_ref(cells: &[ObservedCell], id: &CellId) -> CellRef {
+    let end = cells.partition_point(|c| c.cell.id <= *id);
+    let incarnation = match end.checked_sub(1).map(|k| &cells[k].cell) {
+        Some(last) if last.id == *id => last.incarnation.saturating_add(1),
+        _ => 0,
     };
-    Some(if lo == *child { hi } else { lo })
+    CellRef {
+        id: id.clone(),
+        incarnation,
+    }
 }
 
 /// Resumes, repairs and rolls out; see the module docs.
@@ -69,44 +64,57 @@ pub(super) fn repair(world: &World, observed: &Observed, now: Timestamp) -> Repa
         settled: true,
         ..Repaired::default()
     };
-    for c in &observed.cells {
-        let next = r.next_incarnation.entry(c.cell.id.clone()).or_insert(0);
-        *next = (*next).max(c.cell.incarnation + 1);
-    }
     let current = world.layout_key();
     let cells = &observed.cells;
-    let mut stale_active = Vec::new();
-    let mut junk = Vec::new();
-    for (i, c) in cells.iter().enumerate() {
-        if c.layout != current {
-            if c.is_active() {
-                stale_active.push(i);
-            } else {
-                junk.push(i);
-            }
-        }
-    }
-    if !junk.is_empty() {
-        r.transitions.push(cleanup(
+    let (mine, stale): (Vec<usize>, Vec<usize>) = (0..cells.len()).partition(|&i| cells[i].layout == current);
+    let (holding, empty): (Vec<usize>, Vec<usize>) =
+        stale.into_iter().partition(|&i| cells[i].may_hold_sessions());
+    if !empty.is_empty() {
+        r.transitions.push(plain_retire(
             cells,
-            &junk,
-            "incoming cells of an earlier partition are not needed",
+            &empty,
+            TransitionKind::Cleanup,
+            None,
+            "cells of an earlier partition that hold no sessions",
         ));
     }
-    if !stale_active.is_empty() {
-        r.settled = false;
-        repartition(world, cells, &stale_active, now, &mut r);
+    if holding.is_empty() {
+        let mut layout = Layout::new(world, cells, now, &mut r);
+        layout.run(&mine);
+        layout.finish();
         return r;
     }
-    Layout::new(world, cells, now, &mut r).run();
+    // Cells of an earlier partition still serve: no scaling until they are gone.
+    r.settled = false;
+    if mine.iter().any(|&i| cells[i].is_active()) {
+        // The new partition has taken over already: keep it sound, and hand what
+        // the old cells still hold to the new cells that own their space.
+        let mut layout = Layout::new(world, cells, now, &mut r);
+        layout.run(&mine);
+        layout.retire_unneeded(
+            holding,
+            TransitionKind::Repartition,
+            None,
+            "cells of an earlier partition",
+        );
+        layout.finish();
+    } else {
+        repartition(world, cells, &holding, &mine, now, &mut r);
+    }
     r
 }
 
-/// A transition retiring `idx` cells that nothing needs.
-fn cleanup(cells: &[ObservedCell], idx: &[usize], reason: &str) -> Transition {
+/// One transition retiring `idx`, cells that hold no sessions.
+fn plain_retire(
+    cells: &[ObservedCell],
+    idx: &[usize],
+    kind: TransitionKind,
+    undoes: Option<TransitionKind>,
+    reason: &str,
+) -> Transition {
     Transition {
-        undoes: None,
-        kind: TransitionKind::Cleanup,
+        undoes,
+        kind,
         continues: true,
         reason: reason.to_owned(),
         actions: idx
@@ -140,6 +148,12 @@ fn newest_per_id<'c>(
     newest
 }
 
+/// Whether a new cell has waited past the transition timeout without ever
+/// becoming ready.
+fn hung(world: &World, c: &ObservedCell, now: Timestamp) -> bool {
+    c.health == Health::Starting && now.since(c.created_at) >= world.policy.transition_timeout
+}
+
 /// Whether targets that exist have stalled: any failed, or not all ready by the
 /// deadline counted from the oldest.
 fn stalled(world: &World, targets: &[&ObservedCell], now: Timestamp) -> Option<String> {
@@ -158,56 +172,42 @@ fn stalled(world: &World, targets: &[&ObservedCell], now: Timestamp) -> Option<S
     })
 }
 
-/// Carries a move to a new root partition forward (or rolls it back).
-fn repartition(world: &World, cells: &[ObservedCell], stale: &[usize], now: Timestamp, r: &mut Repaired) {
-    let current = world.layout_key();
+/// Moves the world onto its new root partition while none of the new cells has
+/// taken over yet: creates the new roots as incoming, hands every old cell's
+/// sessions over by position, retires the old cells.
+///
+/// It never rolls back: retiring new roots that may already hold part of the
+/// sessions (an export can stop half-way) could lose them, and a world whose spec
+/// changed has nowhere else to go. A new root that failed, hangs, or has bounds
+/// the partition does not give it is replaced by its next incarnation instead.
+fn repartition(
+    world: &World,
+    cells: &[ObservedCell],
+    holding: &[usize],
+    mine: &[usize],
+    now: Timestamp,
+    r: &mut Repaired,
+) {
     let roots = initial_partition(&world.bounds, world.initial_cells);
-    let root_ids: BTreeMap<&CellId, &Bounds> = roots.iter().map(|(id, b)| (id, b)).collect();
-    // The newest process of each root; everything else of the new layout is extra.
-    let mut extra = Vec::new();
-    let mut roots_seen = Vec::new();
-    for (i, c) in cells.iter().enumerate() {
-        if c.layout != current {
-            continue;
-        }
-        if root_ids.contains_key(&c.cell.id) {
-            roots_seen.push(i);
-        } else {
-            extra.push(i);
-        }
-    }
+    let root_ids: BTreeSet<&CellId> = roots.iter().map(|(id, _)| id).collect();
+    let (roots_seen, mut extra): (Vec<usize>, Vec<usize>) =
+        mine.iter().partition(|&&i| root_ids.contains(&cells[i].cell.id));
     let newest = newest_per_id(cells, roots_seen, &mut extra);
-    if !extra.is_empty() {
-        extra.sort_unstable();
-        r.transitions.push(cleanup(
-            cells,
-            &extra,
-            "cells of the new partition that it does not need",
-        ));
-    }
-    let existing: Vec<&ObservedCell> = newest.values().map(|&i| &cells[i]).collect();
-    if let Some(why) = stalled(world, &existing, now) {
-        r.transitions.push(Transition {
-            undoes: Some(TransitionKind::Repartition),
-            kind: TransitionKind::RollBack,
-            continues: true,
-            reason: format!("new partition rolled back: {why}"),
-            actions: existing
-                .iter()
-                .map(|c| Action::Retire { cell: c.cell.clone() })
-                .collect(),
-        });
-        r.projected_cells = stale.len() as u32;
-        return;
-    }
-    let mut actions = Vec::new();
+    let mut creates = Vec::new();
     let mut to = Vec::new();
     for (id, bounds) in &roots {
-        let cell = match newest.get(id) {
-            Some(&i) => cells[i].cell.clone(),
+        let usable = newest.get(id).copied().filter(|&i| {
+            let c = &cells[i];
+            c.health != Health::Failed && !hung(world, c, now) && c.bounds == *bounds
+        });
+        let cell = match usable {
+            Some(i) => cells[i].cell.clone(),
             None => {
-                let cell = r.new_ref(id);
-                actions.push(Action::Create {
+                if let Some(&i) = newest.get(id) {
+                    extra.push(i);
+                }
+                let cell = next_ref(cells, id);
+                creates.push(Action::Create {
                     cell: cell.clone(),
                     bounds: *bounds,
                     active: false,
@@ -220,19 +220,31 @@ fn repartition(world: &World, cells: &[ObservedCell], stale: &[usize], now: Time
             bounds: *bounds,
         });
     }
-    let from: Vec<CellRef> = stale.iter().map(|&i| cells[i].cell.clone()).collect();
+    extra.sort_unstable();
+    let (extra_holding, extra_empty): (Vec<usize>, Vec<usize>) =
+        extra.into_iter().partition(|&i| cells[i].may_hold_sessions());
+    let from: Vec<usize> = holding.iter().copied().chain(extra_holding).collect();
+    let mut actions: Vec<Action> = extra_empty
+        .iter()
+        .map(|&i| Action::Retire {
+            cell: cells[i].cell.clone(),
+        })
+        .collect();
+    actions.extend(creates);
     actions.push(Action::HandOver {
-        from: from.clone(),
+        from: from.iter().map(|&i| cells[i].cell.clone()).collect(),
         to,
     });
-    actions.extend(from.into_iter().map(|cell| Action::Retire { cell }));
+    actions.extend(from.iter().map(|&i| Action::Retire {
+        cell: cells[i].cell.clone(),
+    }));
     r.transitions.push(Transition {
         undoes: None,
         kind: TransitionKind::Repartition,
-        continues: !existing.is_empty(),
+        continues: !mine.is_empty(),
         reason: format!(
             "bounds or initial cells changed: moving {} cells onto a new partition of {}",
-            stale.len(),
+            holding.len(),
             roots.len()
         ),
         actions,
@@ -249,7 +261,7 @@ enum GroupKey {
     Split(CellId),
     /// This cell's descendants are merging into it.
     Merge(CellId),
-    /// Incoming cell whose sources are gone: it is activated when ready.
+    /// Incoming cell whose sources are not observed: it is activated when ready.
     Orphan(CellId),
 }
 
@@ -283,22 +295,23 @@ impl<'a> Layout<'a> {
         }
     }
 
-    fn run(mut self) {
-        let current = self.world.layout_key();
-        let mine: Vec<usize> = (0..self.cells.len())
-            .filter(|&i| self.cells[i].layout == current)
-            .collect();
+    /// Repairs the cells of the current partition, `mine`.
+    fn run(&mut self, mine: &[usize]) {
         if mine.is_empty() {
             self.initialize();
             return;
         }
-        self.resolve_overlaps(&mine);
-        self.resume_groups(&mine);
+        self.resolve_overlaps(mine);
+        self.resume_groups(mine);
         self.replace_failed();
         let holes = self.fill_holes();
         if holes == 0 {
             self.roll_out();
         }
+    }
+
+    /// Records what scaling may work with and how many cells the world will have.
+    fn finish(self) {
         self.r.free = self
             .accepted
             .values()
@@ -315,7 +328,7 @@ impl<'a> Layout<'a> {
 
     /// A world with no cell of its partition gets all its root cells at once, or
     /// the cells of its restore layout when one is given.
-    fn initialize(self) {
+    fn initialize(&mut self) {
         let restore = &self.world.overrides.restore_layout;
         let (roots, reason) = if restore.is_empty() {
             let roots = initial_partition(&self.world.bounds, self.world.initial_cells);
@@ -329,7 +342,7 @@ impl<'a> Layout<'a> {
         let actions = roots
             .iter()
             .map(|(id, bounds)| Action::Create {
-                cell: self.r.new_ref(id),
+                cell: next_ref(self.cells, id),
                 bounds: *bounds,
                 active: true,
             })
@@ -341,21 +354,32 @@ impl<'a> Layout<'a> {
             reason,
             actions,
         });
-        self.r.projected_cells = roots.len() as u32;
+        self.present.extend(roots.into_iter().map(|(id, _)| id));
     }
 
     /// When active cells overlap (a hand-over finished but its sources were not
-    /// retired), the one that took over last owns the space.
+    /// retired, or a cell missing from one observation had its space filled), the
+    /// one that took over last owns the space; the others hand it whatever they
+    /// still hold before they retire.
     fn resolve_overlaps(&mut self, mine: &[usize]) {
         let mut active: Vec<usize> = mine
             .iter()
             .copied()
             .filter(|&i| self.cells[i].is_active())
             .collect();
+        // A cell that may hold sessions beats one that cannot (a cell started to
+        // fill space whose owner was only missing from one observation loses to
+        // that owner, and nothing moves); among those alike, the newest wins.
+        let rank = |c: &ObservedCell| match c.health {
+            Health::Ready | Health::Unready => 2,
+            Health::Starting => 1,
+            Health::Failed => 0,
+        };
         active.sort_by(|&a, &b| {
             let (ca, cb) = (&self.cells[a], &self.cells[b]);
-            cb.active_since()
-                .cmp(&ca.active_since())
+            rank(cb)
+                .cmp(&rank(ca))
+                .then(cb.active_since().cmp(&ca.active_since()))
                 .then(cb.cell.incarnation.cmp(&ca.cell.incarnation))
                 .then(cb.cell.id.depth().cmp(&ca.cell.id.depth()))
                 .then(ca.cell.id.cmp(&cb.cell.id))
@@ -370,22 +394,19 @@ impl<'a> Layout<'a> {
                 self.present.insert(id.clone());
             }
         }
-        self.retire_unneeded(losers, "cells whose space a newer cell already serves");
+        self.retire_unneeded(
+            losers,
+            TransitionKind::Cleanup,
+            None,
+            "cells whose space a newer cell already serves",
+        );
     }
 
     /// Whether an accepted cell is `id`, an ancestor or a descendant of it.
     fn conflicts(&self, id: &CellId) -> bool {
-        let mut up = Some(id.clone());
-        while let Some(a) = up {
-            if self.accepted.contains_key(&a) {
-                return true;
-            }
-            up = a.parent();
-        }
-        self.accepted
-            .range(id.clone()..)
-            .take_while(|(k, _)| k.root_index() == id.root_index())
-            .any(|(k, _)| id.is_ancestor_of(k))
+        self.accepted.contains_key(id)
+            || self.accepted_ancestor(id).is_some()
+            || self.has_accepted_descendant(id)
     }
 
     /// The accepted strict ancestor of `id`, if any.
@@ -400,11 +421,20 @@ impl<'a> Layout<'a> {
         None
     }
 
+    /// Whether some accepted cell descends from `id`. Descendants sort right after
+    /// their ancestor, so the next accepted id tells.
+    fn has_accepted_descendant(&self, id: &CellId) -> bool {
+        self.accepted
+            .range((Excluded(id), Unbounded))
+            .next()
+            .is_some_and(|(k, _)| id.is_ancestor_of(k))
+    }
+
     /// Accepted strict descendants of `id`.
     fn accepted_descendants(&self, id: &CellId) -> Vec<usize> {
         self.accepted
-            .range(id.clone()..)
-            .filter(|(k, _)| id.is_ancestor_of(k))
+            .range((Excluded(id), Unbounded))
+            .take_while(|(k, _)| id.is_ancestor_of(k))
             .map(|(_, &i)| i)
             .collect()
     }
@@ -429,7 +459,7 @@ impl<'a> Layout<'a> {
                     junk.push(i);
                     continue;
                 }
-            } else if !self.accepted_descendants(id).is_empty() {
+            } else if self.has_accepted_descendant(id) {
                 GroupKey::Merge(id.clone())
             } else {
                 GroupKey::Orphan(id.clone())
@@ -442,18 +472,122 @@ impl<'a> Layout<'a> {
                 .collect();
             self.resume(key, targets, &mut junk);
         }
-        self.retire_unneeded(junk, "incoming cells that no transition in progress needs");
+        self.retire_unneeded(
+            junk,
+            TransitionKind::Cleanup,
+            None,
+            "incoming cells that no transition in progress needs",
+        );
     }
 
-    /// Retires cells nothing needs, in one cleanup transition, and keeps them out of
-    /// every other transition.
-    fn retire_unneeded(&mut self, mut idx: Vec<usize>, reason: &str) {
+    /// The cells that will own the space of cell `i` once it is retired: accepted
+    /// cells, not failed, that overlap it. `None` until together they cover it.
+    /// Within the partition only the cell's own id, its ancestors and its
+    /// descendants can overlap it; a cell of an earlier partition is compared with
+    /// every accepted cell.
+    fn owners(&self, i: usize) -> Option<Vec<usize>> {
+        let c = &self.cells[i];
+        let candidates: Vec<usize> = if c.layout == self.world.layout_key() {
+            let id = &c.cell.id;
+            let mut v: Vec<usize> = self.accepted.get(id).copied().into_iter().collect();
+            v.extend(
+                self.accepted_ancestor(id)
+                    .and_then(|a| self.accepted.get(&a).copied()),
+            );
+            v.extend(self.accepted_descendants(id));
+            v
+        } else {
+            self.accepted.values().copied().collect()
+        };
+        let owners: Vec<usize> = candidates
+            .into_iter()
+            .filter(|&o| {
+                let oc = &self.cells[o];
+                o != i && oc.health != Health::Failed && oc.bounds.overlaps(&c.bounds)
+            })
+            .collect();
+        c.bounds
+            .covered_by(owners.iter().map(|&o| &self.cells[o].bounds))
+            .then_some(owners)
+    }
+
+    /// Retires cells nothing needs and keeps them out of every other transition.
+    /// Cells that hold nothing (never ready, or failed) go at once, in one
+    /// transition. A cell that may hold sessions first hands them to the cells
+    /// that own its space, in a transition of its own so that one waiting
+    /// hand-over holds up no other; while no cells cover its space yet (a failed
+    /// owner being replaced, a hole being filled) it stays, and the plan says so.
+    fn retire_unneeded(
+        &mut self,
+        mut idx: Vec<usize>,
+        kind: TransitionKind,
+        undoes: Option<TransitionKind>,
+        reason: &str,
+    ) {
         if idx.is_empty() {
             return;
         }
         idx.sort_unstable();
         self.busy.extend(idx.iter().copied());
-        self.r.transitions.push(cleanup(self.cells, &idx, reason));
+        let (holding, empty): (Vec<usize>, Vec<usize>) =
+            idx.into_iter().partition(|&i| self.cells[i].may_hold_sessions());
+        if !empty.is_empty() {
+            self.r
+                .transitions
+                .push(plain_retire(self.cells, &empty, kind, undoes, reason));
+        }
+        for i in holding {
+            let cell = &self.cells[i].cell;
+            let Some(owners) = self.owners(i) else {
+                self.r.problems.push(format!(
+                    "{cell} may still hold sessions and no ready cell covers its space yet; it stays until one does"
+                ));
+                continue;
+            };
+            let to: Vec<Target> = owners
+                .iter()
+                .map(|&o| Target {
+                    cell: self.cells[o].cell.clone(),
+                    bounds: self.cells[o].bounds,
+                })
+                .collect();
+            let names: Vec<String> = to.iter().map(|t| t.cell.to_string()).collect();
+            self.r.transitions.push(Transition {
+                undoes,
+                kind,
+                continues: true,
+                reason: format!(
+                    "{reason}: {cell} hands its sessions to {} first",
+                    names.join(", ")
+                ),
+                actions: vec![
+                    Action::HandOver {
+                        from: vec![cell.clone()],
+                        to,
+                    },
+                    Action::Retire { cell: cell.clone() },
+                ],
+            });
+        }
+    }
+
+    /// Whether the incoming `targets` of a group can take over from `sources` as
+    /// the group's kind requires: a new incarnation has its predecessor's bounds;
+    /// a merged cell is exactly its two children's space.
+    fn fits(&self, key: &GroupKey, sources: &[usize], targets: &[usize]) -> bool {
+        let cells = self.cells;
+        match (key, sources, targets) {
+            (GroupKey::Replace(_), [s], [t]) => cells[*s].bounds == cells[*t].bounds,
+            (GroupKey::Merge(id), [a, b], [t]) => {
+                let (ca, cb) = (&cells[*a], &cells[*b]);
+                let children = id.children();
+                ca.cell.id == children[0]
+                    && cb.cell.id == children[1]
+                    && cells[*t].bounds.complement(&ca.bounds) == Some(cb.bounds)
+            }
+            (GroupKey::Replace(_) | GroupKey::Merge(_), _, _) => false,
+            (GroupKey::Split(_) | GroupKey::Orphan(_), _, _) => true,
+        }
     }
 
     /// Carries one group forward.
@@ -465,7 +599,7 @@ impl<'a> Layout<'a> {
             GroupKey::Merge(id) => (TransitionKind::Merge, self.accepted_descendants(id)),
             GroupKey::Orphan(_) => (TransitionKind::Fill, Vec::new()),
         };
-        if sources.iter().any(|s| self.busy.contains(s)) {
+        if sources.iter().any(|s| self.busy.contains(s)) || !self.fits(&key, &sources, &targets) {
             junk.extend(targets);
             return;
         }
@@ -477,28 +611,31 @@ impl<'a> Layout<'a> {
         if let GroupKey::Split(parent) = &key {
             let pb = cells[self.accepted[parent]].bounds;
             let sound = match wanted.as_slice() {
-                [(_, b, _)] => complement(&pb, b).map(|other| {
+                [(_, b, _)] => pb.complement(b).map(|other| {
                     let id = wanted[0].0.id.sibling().unwrap_or_else(|| parent.child(0));
-                    let cell = self.r.new_ref(&id);
+                    let cell = next_ref(cells, &id);
                     wanted.push((cell, other, None));
                 }),
-                [(_, a, _), (_, b, _)] => (complement(&pb, a) == Some(*b)).then_some(()),
+                [(_, a, _), (_, b, _)] => (pb.complement(a) == Some(*b)).then_some(()),
                 _ => None,
             };
             if sound.is_none() {
                 self.r.problems.push(format!(
                     "children of {parent} do not tile it; rolling the split back"
                 ));
-                self.roll_back(kind, &targets, "children's bounds do not tile the parent".into());
-                self.busy.extend(sources);
+                self.roll_back(
+                    kind,
+                    &sources,
+                    targets,
+                    "children's bounds do not tile the parent".into(),
+                );
                 return;
             }
             wanted.sort_by(|a, b| a.0.cmp(&b.0));
         }
         let existing: Vec<&ObservedCell> = targets.iter().map(|&t| &cells[t]).collect();
         if let Some(why) = stalled(self.world, &existing, self.now) {
-            self.roll_back(kind, &targets, why);
-            self.busy.extend(sources);
+            self.roll_back(kind, &sources, targets, why);
             return;
         }
         let mut actions = Vec::new();
@@ -529,7 +666,7 @@ impl<'a> Layout<'a> {
             GroupKey::Replace(id) => format!("replacing {id} with {}", names.join(", ")),
             GroupKey::Split(p) => format!("splitting {p} into {}", names.join(" and ")),
             GroupKey::Merge(id) => format!("merging into {id}"),
-            GroupKey::Orphan(id) => format!("activating {id}, whose source cells are gone"),
+            GroupKey::Orphan(id) => format!("activating {id}, whose source cells are not observed"),
         };
         self.r.transitions.push(Transition {
             undoes: None,
@@ -538,6 +675,11 @@ impl<'a> Layout<'a> {
             reason,
             actions,
         });
+        match kind {
+            TransitionKind::Split => self.r.splitting_in += 1,
+            TransitionKind::Merge => self.r.merging_away += (sources.len() as u32).saturating_sub(1),
+            _ => {}
+        }
         for &s in &sources {
             self.busy.insert(s);
             self.leaving.insert(cells[s].cell.id.clone());
@@ -551,41 +693,52 @@ impl<'a> Layout<'a> {
         }
     }
 
-    /// Retires a stalled group's targets; its sources keep serving.
-    fn roll_back(&mut self, kind: TransitionKind, targets: &[usize], why: String) {
-        self.busy.extend(targets.iter().copied());
-        self.r.transitions.push(Transition {
-            undoes: Some(kind),
-            kind: TransitionKind::RollBack,
-            continues: true,
-            reason: format!("{kind} rolled back: {why}"),
-            actions: targets
+    /// Undoes a stalled group: its targets hand back whatever they received and
+    /// retire; its sources keep serving. A failed source is left free, so that it
+    /// is replaced and the hand-back has somewhere to go.
+    fn roll_back(&mut self, kind: TransitionKind, sources: &[usize], targets: Vec<usize>, why: String) {
+        self.busy.extend(
+            sources
                 .iter()
-                .map(|&t| Action::Retire {
-                    cell: self.cells[t].cell.clone(),
-                })
-                .collect(),
-        });
+                .copied()
+                .filter(|&s| self.cells[s].health != Health::Failed),
+        );
+        self.retire_unneeded(
+            targets,
+            TransitionKind::RollBack,
+            Some(kind),
+            &format!("{kind} rolled back: {why}"),
+        );
     }
 
-    /// A failed active cell is retired and a new incarnation serves its space at
-    /// once: there is nothing left to hand over from a dead process.
+    /// A failed active cell, or one that never became ready within the
+    /// transition timeout, is retired and a new incarnation serves its space at
+    /// once: a dead process has nothing left to hand over, and one that never
+    /// started never had anything.
     fn replace_failed(&mut self) {
         let failed: Vec<usize> = self
             .accepted
             .values()
             .copied()
-            .filter(|i| !self.busy.contains(i) && self.cells[*i].health == Health::Failed)
+            .filter(|&i| {
+                let c = &self.cells[i];
+                !self.busy.contains(&i) && (c.health == Health::Failed || hung(self.world, c, self.now))
+            })
             .collect();
         for i in failed {
             let old = &self.cells[i];
-            let new = self.r.new_ref(&old.cell.id);
+            let new = next_ref(self.cells, &old.cell.id);
+            let what = if old.health == Health::Failed {
+                "failed"
+            } else {
+                "never became ready"
+            };
             self.busy.insert(i);
             self.r.transitions.push(Transition {
                 undoes: None,
                 kind: TransitionKind::Replace,
                 continues: false,
-                reason: format!("cell {} failed; starting {}", old.cell, new),
+                reason: format!("cell {} {what}; starting {}", old.cell, new),
                 actions: vec![
                     Action::Retire {
                         cell: old.cell.clone(),
@@ -603,17 +756,19 @@ impl<'a> Layout<'a> {
     /// Creates a cell for every part of the world that nothing covers or will
     /// cover. Returns how many it creates.
     fn fill_holes(&mut self) -> usize {
-        let roots = initial_partition(&self.world.bounds, self.world.initial_cells);
-        let known = self.known_bounds(&roots);
         let mut holes = Vec::new();
-        for (root, _) in &roots {
-            self.find_holes(root, &mut holes);
+        for root in 0..self.world.initial_cells {
+            self.find_holes(&CellId::root(root), &mut holes);
         }
+        if holes.is_empty() {
+            return 0;
+        }
+        let known = self.known_bounds(&holes);
         let mut count = 0;
         for hole in holes {
             match known.get(&hole) {
                 Some(bounds) => {
-                    let cell = self.r.new_ref(&hole);
+                    let cell = next_ref(self.cells, &hole);
                     self.present.insert(hole.clone());
                     count += 1;
                     self.r.transitions.push(Transition {
@@ -641,11 +796,12 @@ impl<'a> Layout<'a> {
         if self.present.contains(node) {
             return;
         }
+        // Descendants sort right after their ancestor: the next id tells.
         let has_descendant = self
             .present
-            .range(node.clone()..)
-            .take_while(|k| k.root_index() == node.root_index())
-            .any(|k| node.is_ancestor_of(k));
+            .range((Excluded(node), Unbounded))
+            .next()
+            .is_some_and(|k| node.is_ancestor_of(k));
         if has_descendant {
             for child in node.children() {
                 self.find_holes(&child, out);
@@ -655,13 +811,22 @@ impl<'a> Layout<'a> {
         }
     }
 
-    /// Bounds of every tree node that can be inferred from the roots and the
-    /// cells present: a parent is the union of its children, a child is its parent
-    /// less its sibling.
-    fn known_bounds(&self, roots: &[(CellId, Bounds)]) -> BTreeMap<CellId, Bounds> {
-        let mut known: BTreeMap<CellId, Bounds> = roots.iter().cloned().collect();
+    /// Bounds of the tree nodes that can be inferred from the roots and the cells
+    /// present: a parent is the union of its children, a child is its parent less
+    /// its sibling. Only asked for when there are holes; it looks at the roots
+    /// that hold one.
+    fn known_bounds(&self, holes: &[CellId]) -> BTreeMap<CellId, Bounds> {
+        let roots = initial_partition(&self.world.bounds, self.world.initial_cells);
+        let with_holes: BTreeSet<u32> = holes.iter().map(CellId::root_index).collect();
+        let mut known: BTreeMap<CellId, Bounds> = roots
+            .into_iter()
+            .filter(|(id, _)| with_holes.contains(&id.root_index()))
+            .collect();
         let mut nodes: BTreeSet<CellId> = BTreeSet::new();
         for c in self.cells {
+            if !with_holes.contains(&c.cell.id.root_index()) {
+                continue;
+            }
             if self.present.contains(&c.cell.id) {
                 known.insert(c.cell.id.clone(), c.bounds);
             }
@@ -671,29 +836,43 @@ impl<'a> Layout<'a> {
                     nodes.insert(child);
                 }
                 up = p.parent();
-                nodes.insert(p);
+                if !nodes.insert(p) {
+                    break;
+                }
             }
         }
+        nodes.extend(holes.iter().cloned());
+        // Unions go up the tree and complements down it: deepest first, then
+        // shallowest first, until nothing more can be inferred.
+        let mut order: Vec<CellId> = nodes.into_iter().collect();
+        order.sort_by_key(|id| std::cmp::Reverse(id.depth()));
         loop {
             let mut changed = false;
-            for n in &nodes {
-                if known.contains_key(n) {
-                    continue;
-                }
-                let [lo, hi] = n.children();
-                let inferred = match (known.get(&lo), known.get(&hi)) {
-                    (Some(a), Some(b)) => Some(a.union(b)),
-                    _ => match (
-                        n.parent().and_then(|p| known.get(&p)),
-                        n.sibling().and_then(|s| known.get(&s)),
-                    ) {
-                        (Some(p), Some(s)) => complement(p, s),
-                        _ => None,
-                    },
+            for pass in [false, true] {
+                let ids: Box<dyn Iterator<Item = &CellId>> = if pass {
+                    Box::new(order.iter().rev())
+                } else {
+                    Box::new(order.iter())
                 };
-                if let Some(b) = inferred {
-                    known.insert(n.clone(), b);
-                    changed = true;
+                for n in ids {
+                    if known.contains_key(n) {
+                        continue;
+                    }
+                    let [lo, hi] = n.children();
+                    let inferred = match (known.get(&lo), known.get(&hi)) {
+                        (Some(a), Some(b)) => Some(a.union(b)),
+                        _ => match (
+                            n.parent().and_then(|p| known.get(&p)),
+                            n.sibling().and_then(|s| known.get(&s)),
+                        ) {
+                            (Some(p), Some(s)) => p.complement(s),
+                            _ => None,
+                        },
+                    };
+                    if let Some(b) = inferred {
+                        known.insert(n.clone(), b);
+                        changed = true;
+                    }
                 }
             }
             if !changed {
@@ -725,7 +904,7 @@ impl<'a> Layout<'a> {
             return;
         };
         let old = &self.cells[i];
-        let new = self.r.new_ref(&old.cell.id);
+        let new = next_ref(self.cells, &old.cell.id);
         self.busy.insert(i);
         self.r.transitions.push(Transition {
             undoes: None,
@@ -753,22 +932,5 @@ impl<'a> Layout<'a> {
                 },
             ],
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::geometry::Axis;
-
-    #[test]
-    fn complement_of_a_slab() {
-        let p = Bounds::rect((0.0, 10.0), (0.0, 4.0)).unwrap();
-        let (lo, hi) = p.split(Axis::X, 3.0).unwrap();
-        assert_eq!(complement(&p, &lo), Some(hi));
-        assert_eq!(complement(&p, &hi), Some(lo));
-        let corner = Bounds::rect((0.0, 3.0), (0.0, 2.0)).unwrap();
-        assert_eq!(complement(&p, &corner), None);
-        assert_eq!(complement(&p, &p), None);
     }
 }

@@ -219,11 +219,36 @@ pub fn plan(world: &World, observed: &Observed, now: Timestamp) -> Plan {
     }
     // Same input, same plan, whatever order the cells were listed in.
     let sorted;
-    let observed = if observed.cells.is_sorted_by(|a, b| a.cell <= b.cell) {
+    let observed = if observed.cells.is_sorted_by(|a, b| a.cell < b.cell) {
         observed
     } else {
         let mut o = observed.clone();
         o.cells.sort_by(|a, b| a.cell.cmp(&b.cell));
+        // A cell listed twice alike is one cell. Listed twice unalike, the input
+        // contradicts itself, and no order of reading it is more right than another.
+        o.cells.dedup_by(|a, b| a == b);
+        let contradictions: Vec<String> = o
+            .cells
+            .windows(2)
+            .filter(|w| w[0].cell == w[1].cell)
+            .map(|w| {
+                format!(
+                    "cell {} is observed twice with different bounds, role, health or samples; \
+                     nothing is done until the observation is consistent",
+                    w[0].cell
+                )
+            })
+            .collect();
+        if !contradictions.is_empty() {
+            let mut summary = summarize(world, &o, &contradictions);
+            summary.phase = Phase::Degraded;
+            return Plan {
+                transitions: Vec::new(),
+                started: Vec::new(),
+                overrides: Vec::new(),
+                summary,
+            };
+        }
         sorted = o;
         &sorted
     };

@@ -18,7 +18,7 @@ use crate::cell::{CellId, MAX_DEPTH};
 use crate::geometry::{Axis, Bounds};
 use crate::load::{LoadSample, forecast};
 use crate::observed::{Observed, ObservedCell, RecordKind, TransitionRecord};
-use crate::plan::layout::Repaired;
+use crate::plan::layout::{Repaired, next_ref};
 use crate::plan::{Action, OverrideOutcome, OverrideResult, Target, Transition, TransitionKind};
 use crate::time::Timestamp;
 use crate::world::World;
@@ -69,18 +69,8 @@ pub(super) fn decide(world: &World, observed: &Observed, repaired: &Repaired, no
     }
     s.overrides();
     s.enforce_limits();
-    // A merge can make room for a split held back at maxCells and a split for a
-    // merge held back at minCells: repeat until neither adds anything, so that the
-    // plan after this one is not left with work this one could have done.
-    loop {
-        let before = s.d.transitions.len();
-        s.d.held_back.clear();
-        s.threshold_splits();
-        s.threshold_merges();
-        if s.d.transitions.len() == before {
-            break;
-        }
-    }
+    s.threshold_splits();
+    s.threshold_merges();
     s.d
 }
 
@@ -95,7 +85,6 @@ struct Cut {
 struct Scaler<'a> {
     world: &'a World,
     cells: &'a [ObservedCell],
-    repaired: &'a Repaired,
     now: Timestamp,
     /// Free active cells by id.
     free: BTreeMap<&'a CellId, usize>,
@@ -103,6 +92,13 @@ struct Scaler<'a> {
     used: BTreeSet<CellId>,
     /// Cells the world will have once everything planned completes.
     count: u32,
+    /// The most cells the world can be left with: every split planned or in
+    /// flight completes and every merge rolls back. Splits are held to maxCells
+    /// by this, so a merge whose new cell fails cannot leave the world above it.
+    grow: u32,
+    /// The fewest cells the world can be left with: every merge completes and
+    /// every split rolls back. Merges are held to minCells by this.
+    shrink: u32,
     /// Splits and merges the rate limit still allows.
     budget: u32,
     /// Ids created by a split or merge within the cooldown.
@@ -128,11 +124,12 @@ impl<'a> Scaler<'a> {
         Self {
             world,
             cells,
-            repaired,
             now,
             free: repaired.free.iter().map(|&i| (&cells[i].cell.id, i)).collect(),
             used: BTreeSet::new(),
             count: repaired.projected_cells,
+            grow: repaired.projected_cells + repaired.merging_away,
+            shrink: repaired.projected_cells.saturating_sub(repaired.splitting_in),
             budget: p.max_transitions.saturating_sub(recent),
             cooling,
             d: Decided::default(),
@@ -181,10 +178,13 @@ impl<'a> Scaler<'a> {
                 OverrideResult::Rejected(format!("there is no cell {id}"))
             };
         };
-        if self.count >= self.world.policy.max_cells {
-            return OverrideResult::Rejected(format!(
-                "the world already has its maximum of {} cells",
-                self.world.policy.max_cells
+        let max = self.world.policy.max_cells;
+        if self.count >= max {
+            return OverrideResult::Rejected(format!("the world already has its maximum of {max} cells"));
+        }
+        if self.grow >= max {
+            return OverrideResult::Deferred(format!(
+                "a merge in progress must finish before the world has room under its maximum of {max} cells"
             ));
         }
         match self.cut(&self.cells[i]) {
@@ -199,10 +199,13 @@ impl<'a> Scaler<'a> {
     fn forced_merge(&mut self, parent: &CellId) -> OverrideResult {
         let [lo, hi] = parent.children();
         if let (Some(a), Some(b)) = (self.idle(&lo), self.idle(&hi)) {
-            if self.count <= self.world.policy.min_cells {
-                return OverrideResult::Rejected(format!(
-                    "the world already has its minimum of {} cells",
-                    self.world.policy.min_cells
+            let min = self.world.policy.min_cells;
+            if self.count <= min {
+                return OverrideResult::Rejected(format!("the world already has its minimum of {min} cells"));
+            }
+            if self.shrink <= min {
+                return OverrideResult::Deferred(format!(
+                    "a split in progress must finish before the world has cells to spare above its minimum of {min}"
                 ));
             }
             self.merge(parent, a, b, "forced by override".into());
@@ -257,7 +260,7 @@ impl<'a> Scaler<'a> {
 
     fn threshold_splits(&mut self) {
         let p = &self.world.policy;
-        let up = p.scale_up_threshold * f64::from(self.world.players_per_cell);
+        let up = self.world.split_above_players();
         let mut hot: Vec<(usize, String)> = Vec::new();
         for (&id, &i) in &self.free {
             if self.used.contains(id) || self.cooling.contains(id) {
@@ -300,7 +303,7 @@ impl<'a> Scaler<'a> {
                 self.d
                     .held_back
                     .push(format!("split of {id} held back by the rate limit ({reason})"));
-            } else if self.count >= p.max_cells {
+            } else if self.grow >= p.max_cells {
                 self.d.held_back.push(format!(
                     "split of {id} held back: the world has its maximum of {} cells ({reason})",
                     p.max_cells
@@ -323,7 +326,7 @@ impl<'a> Scaler<'a> {
                 self.d
                     .held_back
                     .push(format!("merge into {parent} held back by the rate limit"));
-            } else if self.count <= p.min_cells {
+            } else if self.shrink <= p.min_cells {
                 self.d.held_back.push(format!(
                     "merge into {parent} held back: the world has its minimum of {} cells",
                     p.min_cells
@@ -345,7 +348,7 @@ impl<'a> Scaler<'a> {
     /// are not forecast to rise above it) and that are not cooling down.
     fn sibling_pairs(&self, cold_only: bool) -> Vec<(CellId, usize, usize)> {
         let p = &self.world.policy;
-        let down = p.scale_down_threshold * f64::from(self.world.players_per_cell);
+        let down = self.world.merge_below_players();
         let mut pairs = Vec::new();
         for (&id, &a) in &self.free {
             if id.side() != Some(0) {
@@ -370,7 +373,8 @@ impl<'a> Scaler<'a> {
                 ) else {
                     continue;
                 };
-                if f64::from(ma + mb) >= down {
+                // Summed in 64 bits: two cells may each report up to u32::MAX.
+                if (u64::from(ma) + u64::from(mb)) as f64 >= down {
                     continue;
                 }
                 if let Some(pred) = &p.prediction {
@@ -382,7 +386,7 @@ impl<'a> Scaler<'a> {
                     }
                 }
             }
-            pairs.push((players(ca) + players(cb), parent, a, b));
+            pairs.push((u64::from(players(ca)) + u64::from(players(cb)), parent, a, b));
         }
         pairs.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.cmp(&y.1)));
         pairs.into_iter().map(|(_, p, a, b)| (p, a, b)).collect()
@@ -411,7 +415,11 @@ impl<'a> Scaler<'a> {
                 .and_then(|h| h.median(b, axis))
                 .unwrap_or((b.min(axis) + b.max(axis)) / 2.0)
                 .clamp(lo, hi);
-            if let Ok((lower, upper)) = b.split(axis, at) {
+            // Far from zero the cut rounds: check the halves, not the arithmetic.
+            if let Ok((lower, upper)) = b.split(axis, at)
+                && lower.extent(axis) >= margin
+                && upper.extent(axis) >= margin
+            {
                 return Some(Cut {
                     lower,
                     upper,
@@ -428,11 +436,11 @@ impl<'a> Scaler<'a> {
         let [lo, hi] = parent.cell.id.children();
         let targets = [
             Target {
-                cell: self.repaired.new_ref(&lo),
+                cell: next_ref(self.cells, &lo),
                 bounds: cut.lower,
             },
             Target {
-                cell: self.repaired.new_ref(&hi),
+                cell: next_ref(self.cells, &hi),
                 bounds: cut.upper,
             },
         ];
@@ -468,12 +476,13 @@ impl<'a> Scaler<'a> {
         });
         self.used.insert(parent.cell.id.clone());
         self.count += 1;
+        self.grow += 1;
     }
 
     fn merge(&mut self, parent: &CellId, a: usize, b: usize, why: String) {
         let (ca, cb) = (&self.cells[a], &self.cells[b]);
         let target = Target {
-            cell: self.repaired.new_ref(parent),
+            cell: next_ref(self.cells, parent),
             bounds: ca.bounds.union(&cb.bounds),
         };
         let actions = vec![
@@ -507,7 +516,8 @@ impl<'a> Scaler<'a> {
         });
         self.used.insert(ca.cell.id.clone());
         self.used.insert(cb.cell.id.clone());
-        self.count -= 1;
+        self.count = self.count.saturating_sub(1);
+        self.shrink = self.shrink.saturating_sub(1);
     }
 }
 

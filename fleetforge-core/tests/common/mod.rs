@@ -120,3 +120,5 @@ impl Sim {
         v
     }
 }
+
+pub mod staged;
