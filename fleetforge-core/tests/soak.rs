@@ -10,7 +10,8 @@
 //!
 //! `FLEETFORGE_SOAK_SEEDS` and `FLEETFORGE_SOAK_STEPS` set its size (`cargo xtask
 //! soak` runs a long one); a failing seed prints its plans and can be rerun alone
-//! with `FLEETFORGE_SOAK_SEED`.
+//! with `FLEETFORGE_SOAK_SEED` (`FLEETFORGE_SOAK_LOG` sets how many of its last
+//! plans it prints).
 #![allow(clippy::unwrap_used)] // a broken fixture should fail the test loudly
 
 mod common;
@@ -120,7 +121,7 @@ fn soak(seed: u64, steps: u64) -> Result<(), String> {
             .log
             .iter()
             .rev()
-            .take(40)
+            .take(env("FLEETFORGE_SOAK_LOG", 40) as usize)
             .collect::<Vec<_>>()
             .into_iter()
             .rev()
@@ -158,9 +159,18 @@ fn soak(seed: u64, steps: u64) -> Result<(), String> {
             .iter()
             .map(|p| format!("{} {:?} {:?} {}", p.cell, p.role, p.health, p.bounds))
             .collect();
+        let p = fleetforge_core::plan(&c.world, &c.truth(), c.now);
         return fail(
             &c,
-            format!("no rest within {calm} calm steps; cells:\n{}", cells.join("\n")),
+            format!(
+                "no rest within {calm} calm steps; cells:\n{}\nsummary: {:?}\nwaiting: {}",
+                cells.join("\n"),
+                p.summary,
+                c.seats
+                    .iter()
+                    .filter(|s| **s == common::staged::Seat::Waiting)
+                    .count()
+            ),
         );
     }
     let mut rng = SplitMix::new(seed);
@@ -213,21 +223,22 @@ fn no_session_is_lost_and_the_world_comes_to_rest_whatever_faults_strike() {
         }
         return;
     }
-    let seeds = env("FLEETFORGE_SOAK_SEEDS", 300);
+    let seeds = env("FLEETFORGE_SOAK_SEEDS", 1000);
     let first = env("FLEETFORGE_SOAK_FIRST_SEED", 0);
     let mut failures = Vec::new();
     for seed in first..first + seeds {
         if let Err(e) = soak(seed, steps) {
             failures.push(e);
-            if failures.len() >= 3 {
+            if failures.len() >= 10 {
                 break;
             }
         }
     }
+    let seeds: Vec<&str> = failures.iter().filter_map(|f| f.split(':').next()).collect();
     assert!(
         failures.is_empty(),
-        "{} failing seeds; the first:\n{}",
-        failures.len(),
+        "failing: {}; the first:\n{}",
+        seeds.join(", "),
         failures[0]
     );
 }

@@ -83,9 +83,12 @@ impl<'a> Executor<'a> {
             .find(|p| p.metadata.name.as_deref() == Some(name))
     }
 
-    fn is_ready(&self, cell: &CellRef) -> bool {
-        self.observed_cell(cell)
-            .is_some_and(|c| c.health == Health::Ready)
+    /// Whether a hand-over target is ready and is the process the plan means: a
+    /// cell of that name with other bounds (its name taken by a process the plan
+    /// did not see) must not receive sessions that are not in its space.
+    fn is_ready_target(&self, target: &Target) -> bool {
+        self.observed_cell(&target.cell)
+            .is_some_and(|c| c.health == Health::Ready && c.bounds == target.bounds)
     }
 
     fn observed_cell(&self, cell: &CellRef) -> Option<&'a ObservedCell> {
@@ -136,7 +139,7 @@ impl<'a> Executor<'a> {
             creates.clear();
             match action {
                 PlanAction::HandOver { from, to } => {
-                    if !to.iter().all(|t| self.is_ready(&t.cell)) || !self.hand_over(from, to).await {
+                    if !to.iter().all(|t| self.is_ready_target(t)) || !self.hand_over(from, to).await {
                         self.progress.waiting = true;
                         return Ok(());
                     }

@@ -101,7 +101,9 @@ pub struct CellRecord {
 ///
 /// Only a Pod that says it runs (`Ready` or `Unready`) is refined: a cell not
 /// sampled yet keeps its Pod's health; one answering keeps it too; one that never
-/// answered is still `Starting`, or `Unready` once silent for `dead_after`; one
+/// answered is still `Starting`, however long it stays silent (it was never
+/// ready, so it holds no session: the planner retires it without a hand-over, and
+/// replaces or rolls it back once the world's transition timeout has passed); one
 /// that answered and fell silent is `Unready`, then `Failed` after `dead_after`.
 pub fn sampled_health(
     pod: Health,
@@ -115,7 +117,6 @@ pub fn sampled_health(
     let Some(r) = record else { return pod };
     match (r.last_ok, r.silent_since) {
         (_, None) => pod,
-        (None, Some(since)) if now.since(since) >= dead_after => Health::Unready,
         (None, Some(_)) => Health::Starting,
         (Some(_), Some(since)) if now.since(since) >= dead_after => Health::Failed,
         (Some(_), Some(_)) => Health::Unready,
@@ -399,7 +400,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cell_that_never_answered_is_starting_then_unready() {
+    fn a_cell_that_never_answered_stays_starting() {
         let dead = Duration::from_secs(5);
         let s = Samples::new(dead);
         s.silent("b", Timestamp(0));
@@ -409,9 +410,11 @@ mod tests {
             sampled_health(Health::Ready, r, Timestamp(1_000), dead),
             Health::Starting
         );
+        // Never ready, it may hold nothing: `Unready` would tell the planner to
+        // wait for its sessions, which it never had.
         assert_eq!(
-            sampled_health(Health::Ready, r, Timestamp(5_000), dead),
-            Health::Unready
+            sampled_health(Health::Ready, r, Timestamp(60_000), dead),
+            Health::Starting
         );
         assert_eq!(
             sampled_health(Health::Ready, None, Timestamp(5_000), dead),

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Unbounded};
 
-use crate::cell::{CellId, CellRef};
+use crate::cell::{CellId, CellRef, MAX_DEPTH};
 use crate::geometry::Bounds;
 use crate::observed::{Health, Observed, ObservedCell};
 use crate::partition::initial_partition;
@@ -42,6 +42,10 @@ pub(super) struct Repaired {
     /// Cells fewer than `projected_cells` the world keeps if every split in flight
     /// is rolled back: a merge may not count on cells a split has not made yet.
     pub splitting_in: u32,
+    /// Cells that should retire but stay, holding sessions, until cells cover
+    /// their space: each may yet come back as a cell of its own (a rolled-back
+    /// child whose split resumes), so splits leave room for them.
+    pub lingering: u32,
 }
 
 /// The reference for a new process of `id`: the incarnation after the newest one
@@ -69,16 +73,19 @@ pub(super) fn repair(world: &World, observed: &Observed, now: Timestamp) -> Repa
     let (mine, stale): (Vec<usize>, Vec<usize>) = (0..cells.len()).partition(|&i| cells[i].layout == current);
     let (holding, empty): (Vec<usize>, Vec<usize>) =
         stale.into_iter().partition(|&i| cells[i].may_hold_sessions());
-    if !empty.is_empty() {
-        r.transitions.push(plain_retire(
-            cells,
-            &empty,
-            TransitionKind::Cleanup,
-            None,
-            "cells of an earlier partition that hold no sessions",
-        ));
-    }
+    let retire_empty = |r: &mut Repaired| {
+        if !empty.is_empty() {
+            r.transitions.push(plain_retire(
+                cells,
+                &empty,
+                TransitionKind::Cleanup,
+                None,
+                "cells of an earlier partition that hold no sessions",
+            ));
+        }
+    };
     if holding.is_empty() {
+        retire_empty(&mut r);
         let mut layout = Layout::new(world, cells, now, &mut r);
         layout.run(&mine);
         layout.finish();
@@ -86,9 +93,21 @@ pub(super) fn repair(world: &World, observed: &Observed, now: Timestamp) -> Repa
     }
     // Cells of an earlier partition still serve: no scaling until they are gone.
     r.settled = false;
-    if mine.iter().any(|&i| cells[i].is_active()) {
+    // The new partition has taken over when its cells were activated after the
+    // old ones. Cells of the current layout that are older than the old cells'
+    // activation are leftovers of a partition the world is returning to (the
+    // spec changed back before they were all retired): a tree with parts missing,
+    // so the move starts afresh from the roots and they are handed over too.
+    let newest = |idx: &[usize]| idx.iter().filter_map(|&i| cells[i].active_since()).max();
+    let taken_over = match (newest(&mine), newest(&holding)) {
+        (Some(new), Some(old)) => new > old,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if taken_over {
         // The new partition has taken over already: keep it sound, and hand what
         // the old cells still hold to the new cells that own their space.
+        retire_empty(&mut r);
         let mut layout = Layout::new(world, cells, now, &mut r);
         layout.run(&mine);
         layout.retire_unneeded(
@@ -99,7 +118,10 @@ pub(super) fn repair(world: &World, observed: &Observed, now: Timestamp) -> Repa
         );
         layout.finish();
     } else {
-        repartition(world, cells, &holding, &mine, now, &mut r);
+        // The old cells that hold nothing (failed, never started) stay until the
+        // move completes: should the spec change back, they are still there to
+        // say where their space is.
+        repartition(world, cells, &holding, &empty, &mine, now, &mut r);
     }
     r
 }
@@ -184,6 +206,7 @@ fn repartition(
     world: &World,
     cells: &[ObservedCell],
     holding: &[usize],
+    empty: &[usize],
     mine: &[usize],
     now: Timestamp,
     r: &mut Repaired,
@@ -235,7 +258,7 @@ fn repartition(
         from: from.iter().map(|&i| cells[i].cell.clone()).collect(),
         to,
     });
-    actions.extend(from.iter().map(|&i| Action::Retire {
+    actions.extend(from.iter().chain(empty).map(|&i| Action::Retire {
         cell: cells[i].cell.clone(),
     }));
     r.transitions.push(Transition {
@@ -250,6 +273,16 @@ fn repartition(
         actions,
     });
     r.projected_cells = roots.len() as u32;
+}
+
+/// What of a hole's inferred space no cell serves.
+enum Uncovered {
+    /// Cells serve all of it: there is no hole.
+    Nothing,
+    /// This box.
+    Box(Bounds),
+    /// More than one box: the tree and the cells disagree too much to fill it.
+    NotABox,
 }
 
 /// A transition in flight, keyed by what it changes.
@@ -367,6 +400,28 @@ impl<'a> Layout<'a> {
             .copied()
             .filter(|&i| self.cells[i].is_active())
             .collect();
+        // The usual case, in linear time: `mine` is sorted by id, and descendants
+        // sort right after their ancestor, so when no id repeats or is the
+        // ancestor of the next one, no two ids claim the same space. Ids can
+        // outlive the cuts that made them, though (a cell merged and split again
+        // elsewhere), so the space is checked too: cells that together measure
+        // more than the world overlap somewhere.
+        let ids = |w: &[usize]| (&self.cells[w[0]].cell.id, &self.cells[w[1]].cell.id);
+        let measure: f64 = active.iter().map(|&i| self.cells[i].bounds.measure()).sum();
+        let geometric = measure > self.world.bounds.measure() * (1.0 + 1e-9);
+        if !geometric
+            && active.windows(2).all(|w| {
+                let (a, b) = ids(w);
+                a != b && !a.is_ancestor_of(b)
+            })
+        {
+            self.accepted = active
+                .iter()
+                .map(|&i| (self.cells[i].cell.id.clone(), i))
+                .collect();
+            self.present = self.accepted.keys().cloned().collect();
+            return;
+        }
         // A cell that may hold sessions beats one that cannot (a cell started to
         // fill space whose owner was only missing from one observation loses to
         // that owner, and nothing moves); among those alike, the newest wins.
@@ -387,7 +442,7 @@ impl<'a> Layout<'a> {
         let mut losers = Vec::new();
         for i in active {
             let id = &self.cells[i].cell.id;
-            if self.conflicts(id) {
+            if self.conflicts(id) || (geometric && self.overlaps_accepted(&self.cells[i].bounds)) {
                 losers.push(i);
             } else {
                 self.accepted.insert(id.clone(), i);
@@ -482,33 +537,39 @@ impl<'a> Layout<'a> {
 
     /// The cells that will own the space of cell `i` once it is retired: accepted
     /// cells, not failed, that overlap it. `None` until together they cover it.
-    /// Within the partition only the cell's own id, its ancestors and its
-    /// descendants can overlap it; a cell of an earlier partition is compared with
-    /// every accepted cell.
+    /// Within a partition whose cells match their ids, only the cell's own id, its
+    /// ancestors and its descendants can overlap it, and those are tried first.
+    /// Ids can outlive their bounds (a cell merged and split again elsewhere
+    /// leaves an old incarnation whose space is now another id's), and a cell of
+    /// an earlier partition has no ids in common with this one: those are
+    /// compared with every accepted cell.
     fn owners(&self, i: usize) -> Option<Vec<usize>> {
         let c = &self.cells[i];
-        let candidates: Vec<usize> = if c.layout == self.world.layout_key() {
+        let covering = |candidates: Vec<usize>| {
+            let owners: Vec<usize> = candidates
+                .into_iter()
+                .filter(|&o| {
+                    let oc = &self.cells[o];
+                    o != i && oc.health != Health::Failed && oc.bounds.overlaps(&c.bounds)
+                })
+                .collect();
+            c.bounds
+                .covered_by(owners.iter().map(|&o| &self.cells[o].bounds))
+                .then_some(owners)
+        };
+        if c.layout == self.world.layout_key() {
             let id = &c.cell.id;
-            let mut v: Vec<usize> = self.accepted.get(id).copied().into_iter().collect();
-            v.extend(
+            let mut related: Vec<usize> = self.accepted.get(id).copied().into_iter().collect();
+            related.extend(
                 self.accepted_ancestor(id)
                     .and_then(|a| self.accepted.get(&a).copied()),
             );
-            v.extend(self.accepted_descendants(id));
-            v
-        } else {
-            self.accepted.values().copied().collect()
-        };
-        let owners: Vec<usize> = candidates
-            .into_iter()
-            .filter(|&o| {
-                let oc = &self.cells[o];
-                o != i && oc.health != Health::Failed && oc.bounds.overlaps(&c.bounds)
-            })
-            .collect();
-        c.bounds
-            .covered_by(owners.iter().map(|&o| &self.cells[o].bounds))
-            .then_some(owners)
+            related.extend(self.accepted_descendants(id));
+            if let Some(owners) = covering(related) {
+                return Some(owners);
+            }
+        }
+        covering(self.accepted.values().copied().collect())
     }
 
     /// Retires cells nothing needs and keeps them out of every other transition.
@@ -539,6 +600,7 @@ impl<'a> Layout<'a> {
         for i in holding {
             let cell = &self.cells[i].cell;
             let Some(owners) = self.owners(i) else {
+                self.r.lingering += 1;
                 self.r.problems.push(format!(
                     "{cell} may still hold sessions and no ready cell covers its space yet; it stays until one does"
                 ));
@@ -648,8 +710,13 @@ impl<'a> Layout<'a> {
                 });
             }
         }
+        // A source that never became ready has nothing to give, and waiting for
+        // it to answer an export would hold the transition up for ever.
+        let givers = sources
+            .iter()
+            .filter(|&&s| !hung(self.world, &cells[s], self.now));
         actions.push(Action::HandOver {
-            from: sources.iter().map(|&s| cells[s].cell.clone()).collect(),
+            from: givers.map(|&s| cells[s].cell.clone()).collect(),
             to: wanted
                 .iter()
                 .map(|(cell, bounds, _)| Target {
@@ -757,8 +824,25 @@ impl<'a> Layout<'a> {
     /// cover. Returns how many it creates.
     fn fill_holes(&mut self) -> usize {
         let mut holes = Vec::new();
-        for root in 0..self.world.initial_cells {
-            self.find_holes(&CellId::root(root), &mut holes);
+        let suspects = self.roots_with_holes();
+        if suspects.is_empty() {
+            return 0;
+        }
+        // The tree can miss ids whose space cells serve all the same (ids can
+        // outlive the cuts that made them): a root whose space is covered has no
+        // hole, whatever its ids say.
+        let roots = initial_partition(&self.world.bounds, self.world.initial_cells);
+        for root in suspects {
+            let id = CellId::root(root);
+            let serving = self
+                .accepted
+                .range(&id..)
+                .take_while(|(k, _)| k.root_index() == root)
+                .map(|(_, &i)| &self.cells[i].bounds);
+            if roots[root as usize].1.covered_by(serving) {
+                continue;
+            }
+            self.find_holes(&id, &mut holes);
         }
         if holes.is_empty() {
             return 0;
@@ -766,8 +850,11 @@ impl<'a> Layout<'a> {
         let known = self.known_bounds(&holes);
         let mut count = 0;
         for hole in holes {
-            match known.get(&hole) {
-                Some(bounds) => {
+            let inferred = known.get(&hole).map(|b| self.uncovered_part(b));
+            match inferred {
+                // The tree misses the id, but cells serve all of its space.
+                Some(Uncovered::Nothing) => {}
+                Some(Uncovered::Box(bounds)) => {
                     let cell = next_ref(self.cells, &hole);
                     self.present.insert(hole.clone());
                     count += 1;
@@ -778,17 +865,67 @@ impl<'a> Layout<'a> {
                         reason: format!("no cell serves the space of {hole}; starting {cell}"),
                         actions: vec![Action::Create {
                             cell,
-                            bounds: *bounds,
+                            bounds,
                             active: true,
                         }],
                     });
                 }
-                None => self.r.problems.push(format!(
-                    "no cell serves the space of {hole} and its bounds cannot be inferred"
+                Some(Uncovered::NotABox) | None => self.r.problems.push(format!(
+                    "no cell serves the space of {hole} and its bounds cannot be inferred \
+                     without overlapping a cell that serves"
                 )),
             }
         }
         count
+    }
+
+    /// The roots whose space the present cells do not cover completely, in
+    /// linear time: under a root, the outermost present ids (those with no present
+    /// ancestor) cover it exactly when their shares, `2^-depth` each, add up to
+    /// one (and, being a prefix-free set, they cannot add up to more).
+    fn roots_with_holes(&self) -> Vec<u32> {
+        const WHOLE: u64 = 1 << MAX_DEPTH;
+        let mut covered = vec![0u64; self.world.initial_cells as usize];
+        let mut outer: Option<&CellId> = None;
+        for id in &self.present {
+            if outer.is_some_and(|o| o.is_ancestor_of(id)) {
+                continue;
+            }
+            if let Some(share) = covered.get_mut(id.root_index() as usize) {
+                *share = share.saturating_add(WHOLE >> id.depth());
+            }
+            outer = Some(id);
+        }
+        (0..self.world.initial_cells)
+            .filter(|&r| covered[r as usize] < WHOLE)
+            .collect()
+    }
+
+    /// Whether `bounds` shares space with an accepted cell.
+    fn overlaps_accepted(&self, bounds: &Bounds) -> bool {
+        self.accepted
+            .values()
+            .any(|&i| self.cells[i].bounds.overlaps(bounds))
+    }
+
+    /// The part of `bounds` no accepted cell serves: a fill must not share space
+    /// with a cell that serves, whatever the tree says (ids can outlive the cuts
+    /// that made them), so each accepted cell that reaches into `bounds` as a slab
+    /// on one of its faces is cut away.
+    fn uncovered_part(&self, bounds: &Bounds) -> Uncovered {
+        let mut left = *bounds;
+        for &i in self.accepted.values() {
+            if let Some(shared) = left.intersection(&self.cells[i].bounds) {
+                if shared == left {
+                    return Uncovered::Nothing;
+                }
+                match left.complement(&shared) {
+                    Some(rest) => left = rest,
+                    None => return Uncovered::NotABox,
+                }
+            }
+        }
+        Uncovered::Box(left)
     }
 
     /// Collects the uncovered nodes below `node`.
@@ -812,9 +949,11 @@ impl<'a> Layout<'a> {
     }
 
     /// Bounds of the tree nodes that can be inferred from the roots and the cells
-    /// present: a parent is the union of its children, a child is its parent less
-    /// its sibling. Only asked for when there are holes; it looks at the roots
-    /// that hold one.
+    /// observed (those present first): a parent is the union of its children, a
+    /// child is its parent less its sibling, and when holes in both halves of a
+    /// split leave neither known, the cut is read from where the known cells of
+    /// each half end ([`cut_from_hulls`]). Only asked for when there are holes; it
+    /// looks at the roots that hold one.
     fn known_bounds(&self, holes: &[CellId]) -> BTreeMap<CellId, Bounds> {
         let roots = initial_partition(&self.world.bounds, self.world.initial_cells);
         let with_holes: BTreeSet<u32> = holes.iter().map(CellId::root_index).collect();
@@ -839,6 +978,15 @@ impl<'a> Layout<'a> {
                 if !nodes.insert(p) {
                     break;
                 }
+            }
+        }
+        // Cells that do not keep their space (overlap losers, incoming cells)
+        // still say where their space is: a loser waiting to hand over can be the
+        // only witness of its children's bounds.
+        let current = self.world.layout_key();
+        for c in self.cells {
+            if c.layout == current && with_holes.contains(&c.cell.id.root_index()) {
+                known.entry(c.cell.id.clone()).or_insert(c.bounds);
             }
         }
         nodes.extend(holes.iter().cloned());
@@ -875,7 +1023,7 @@ impl<'a> Layout<'a> {
                     }
                 }
             }
-            if !changed {
+            if !changed && !cut_from_hulls(&order, &self.present, &mut known) {
                 return known;
             }
         }
@@ -933,4 +1081,61 @@ impl<'a> Layout<'a> {
             ],
         });
     }
+}
+
+/// One step of inference for holes on both sides of a cut: for a node whose
+/// parent is known but which neither its children nor its sibling can give, the
+/// cut between it and its sibling lies where the known cells under each end.
+/// Along the first axis where the lower half's cells end at or before the upper
+/// half's begin (or, with cells under one half only, where they reach across the
+/// parent from its face on their side and stop short of the other), the parent is
+/// cut at that edge. The uncovered space between is given to the half without
+/// cells there, so the fill cells tile the parent with the cells present. Only
+/// the cells present count: an old incarnation's bounds may come from another cut.
+/// Returns whether it inferred anything.
+fn cut_from_hulls(
+    order: &[CellId],
+    present: &BTreeSet<CellId>,
+    known: &mut BTreeMap<CellId, Bounds>,
+) -> bool {
+    let mut hulls: BTreeMap<CellId, Bounds> = BTreeMap::new();
+    // Only cells that keep their space: an old incarnation's bounds may be from
+    // another cut.
+    for (id, b) in known.iter().filter(|(id, _)| present.contains(*id)) {
+        let mut up = id.parent();
+        while let Some(a) = up {
+            hulls
+                .entry(a.clone())
+                .and_modify(|h| *h = h.union(b))
+                .or_insert(*b);
+            up = a.parent();
+        }
+    }
+    let extent = |id: &CellId| known.get(id).or_else(|| hulls.get(id)).copied();
+    for n in order.iter().rev() {
+        if known.contains_key(n) {
+            continue;
+        }
+        let (Some(parent), Some(sibling), Some(side)) = (n.parent(), n.sibling(), n.side()) else {
+            continue;
+        };
+        let Some(p) = known.get(&parent).copied() else {
+            continue;
+        };
+        let (mine, theirs) = (extent(n), extent(&sibling));
+        let (lower, upper) = if side == 0 { (mine, theirs) } else { (theirs, mine) };
+        let cut = p.axes().find_map(|a| match (lower, upper) {
+            (Some(l), Some(u)) => (l.max(a) <= u.min(a)).then_some((a, l.max(a))),
+            (Some(l), None) => (l.min(a) == p.min(a) && l.max(a) < p.max(a)).then_some((a, l.max(a))),
+            (None, Some(u)) => (u.max(a) == p.max(a) && u.min(a) > p.min(a)).then_some((a, u.min(a))),
+            (None, None) => None,
+        });
+        if let Some((axis, at)) = cut
+            && let Ok((lo, hi)) = p.split(axis, at)
+        {
+            known.insert(n.clone(), if side == 0 { lo } else { hi });
+            return true;
+        }
+    }
+    false
 }

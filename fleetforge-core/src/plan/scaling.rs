@@ -128,7 +128,7 @@ impl<'a> Scaler<'a> {
             free: repaired.free.iter().map(|&i| (&cells[i].cell.id, i)).collect(),
             used: BTreeSet::new(),
             count: repaired.projected_cells,
-            grow: repaired.projected_cells + repaired.merging_away,
+            grow: repaired.projected_cells + repaired.merging_away + repaired.lingering,
             shrink: repaired.projected_cells.saturating_sub(repaired.splitting_in),
             budget: p.max_transitions.saturating_sub(recent),
             cooling,
@@ -199,6 +199,11 @@ impl<'a> Scaler<'a> {
     fn forced_merge(&mut self, parent: &CellId) -> OverrideResult {
         let [lo, hi] = parent.children();
         if let (Some(a), Some(b)) = (self.idle(&lo), self.idle(&hi)) {
+            if !halves(&self.cells[a], &self.cells[b]) {
+                return OverrideResult::Rejected(format!(
+                    "{lo} and {hi} are not the two halves of one cut: their merged cell would not be a box"
+                ));
+            }
             let min = self.world.policy.min_cells;
             if self.count <= min {
                 return OverrideResult::Rejected(format!("the world already has its minimum of {min} cells"));
@@ -350,20 +355,24 @@ impl<'a> Scaler<'a> {
         let p = &self.world.policy;
         let down = self.world.merge_below_players();
         let mut pairs = Vec::new();
-        for (&id, &a) in &self.free {
-            if id.side() != Some(0) {
+        // Free cells never contain one another, so a lower child's sibling, when
+        // free, is the very next free id: one pass over neighbours finds every pair.
+        let free: Vec<(&CellId, usize)> = self.free.iter().map(|(&id, &i)| (id, i)).collect();
+        for w in free.windows(2) {
+            let ((id, a), (sib, b)) = (w[0], w[1]);
+            if id.side() != Some(0) || id.sibling().as_ref() != Some(sib) {
                 continue;
             }
-            let (Some(sib), Some(parent)) = (id.sibling(), id.parent()) else {
-                continue;
-            };
-            let Some(b) = self.idle(&sib) else { continue };
-            if self.used.contains(id) {
+            let Some(parent) = id.parent() else { continue };
+            if self.used.contains(id) || self.used.contains(sib) {
                 continue;
             }
             let (ca, cb) = (&self.cells[a], &self.cells[b]);
+            if !halves(ca, cb) {
+                continue;
+            }
             if cold_only {
-                if self.cooling.contains(id) || self.cooling.contains(&sib) {
+                if self.cooling.contains(id) || self.cooling.contains(sib) {
                     continue;
                 }
                 let window = p.stabilization_window;
@@ -519,6 +528,14 @@ impl<'a> Scaler<'a> {
         self.count = self.count.saturating_sub(1);
         self.shrink = self.shrink.saturating_sub(1);
     }
+}
+
+/// Whether two siblings are the two halves of one cut, so that the box they
+/// span is exactly their space. Ids can outlive the cuts that made them (a hole
+/// filled with what was left of its space), and merging two cells that are not
+/// would build a cell overlapping its neighbours.
+fn halves(a: &ObservedCell, b: &ObservedCell) -> bool {
+    a.bounds.union(&b.bounds).complement(&a.bounds) == Some(b.bounds)
 }
 
 /// Latest player count of a cell (0 without samples).

@@ -415,8 +415,12 @@ impl Cluster {
     fn hand_over(&mut self, from: &[CellRef], to: &[fleetforge_core::Target]) -> Step {
         let mut targets = Vec::new();
         for t in to {
+            // A process of that name with other bounds (one the planner did not
+            // see when it chose the name) is not the target the plan means.
             match self.find(&t.cell) {
-                Some(k) if self.procs[k].health == Health::Ready => targets.push(k),
+                Some(k) if self.procs[k].health == Health::Ready && self.procs[k].bounds == t.bounds => {
+                    targets.push(k)
+                }
                 _ => return Step::Wait,
             }
         }
@@ -462,6 +466,8 @@ impl Cluster {
     fn retire(&mut self, cell: &CellRef) {
         let Some(k) = self.find(cell) else { return };
         let p = self.procs.remove(k);
+        self.log
+            .push(format!("  retired {} ({:?}, {:?})", p.cell, p.role, p.health));
         if !p.sessions.is_empty() {
             self.violations.push(format!(
                 "at t={}: retired {} ({:?}, {:?}) holding {} sessions",
@@ -515,7 +521,8 @@ impl Cluster {
     }
 
     /// Whether the world is at rest: every process active, ready and of the
-    /// current partition, every player connected, and nothing left to plan.
+    /// current partition, every player connected, nothing left to plan and no
+    /// problem reported.
     pub fn at_rest(&self) -> bool {
         !self.seats.contains(&Seat::Waiting)
             && self.procs.iter().all(|p| {
@@ -523,7 +530,10 @@ impl Cluster {
                     && matches!(p.role, Role::Active { .. })
                     && p.layout == self.world.layout_key()
             })
-            && plan(&self.world, &self.truth(), self.now).is_empty()
+            && {
+                let p = plan(&self.world, &self.truth(), self.now);
+                p.is_empty() && p.summary.problems.is_empty()
+            }
     }
 
     /// Checks a world at rest: its active cells tile it exactly, their count is
