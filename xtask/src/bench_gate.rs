@@ -4,9 +4,14 @@
 //!
 //! Three kinds of figure: criterion's median wall time of `plan`, which a busy
 //! machine can double, so its tolerance only catches gross regressions; the
-//! instructions `plan` executes per world, counted under callgrind and the same
-//! from run to run, so a small tolerance catches real ones; and the planner's
-//! memory per 100 cells, counted by an allocator, equally exact.
+//! instructions `plan` executes, counted under callgrind and the same from run to
+//! run, so a small tolerance catches real ones; and the planner's memory per 100
+//! cells, counted by an allocator, equally exact.
+//!
+//! Time and instructions are taken over a fleet of 1000 worlds of 100 cells, and
+//! over single worlds of 1,000 and 10,000 cells from the `curve` benchmark, where
+//! a planner that grows faster than the cells of a world shows: its instructions
+//! per plan, and their growth from 1,000 to 10,000 cells (10 when linear).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +31,9 @@ struct Baseline {
     memory_tolerance: f64,
     /// Allowed growth of an instruction count, as a fraction.
     instructions_tolerance: f64,
-    /// Figure name to value: nanoseconds for `plan/*`, bytes for `memory/*`.
+    /// Figure name to value: nanoseconds for `plan/*` and `plan_curve/*`, bytes
+    /// for `memory/*`, instructions (or a ratio of two counts) for
+    /// `instructions/*`.
     figures: BTreeMap<String, f64>,
 }
 
@@ -42,6 +49,40 @@ const COUNTED: [(&str, &str); 2] = [
     ("instructions/plan_steady_per_world", "steady"),
     ("instructions/plan_changing_per_world", "changing"),
 ];
+
+/// The cases of the `curve` benchmark the gate measures, as `<activity>_<shape>`
+/// and cells: one world of 1,000 and one of 10,000 cells, steady, in both tree
+/// shapes, and a deep one with 1 % of its cells splitting. Each gives a wall-time
+/// figure ([`curve_time_figure`]) and an instruction count per plan
+/// ([`curve_instructions_figure`]).
+const CURVE: [(&str, u32); 5] = [
+    ("steady_shallow", 1_000),
+    ("steady_shallow", 10_000),
+    ("steady_deep", 1_000),
+    ("steady_deep", 10_000),
+    ("hot_deep", 10_000),
+];
+
+/// A figure of how instructions grow with the cells of a world: its name, the
+/// curve case, and the smaller and larger world (both in [`CURVE`]) whose counts
+/// it divides. 10 for a planner linear in the cells.
+const GROWTH: (&str, &str, u32, u32) = (
+    "instructions/curve_steady_deep_10000_over_1000",
+    "steady_deep",
+    1_000,
+    10_000,
+);
+
+/// The criterion median of a curve case: `plan_curve/<case>/<cells>`, its
+/// benchmark id.
+fn curve_time_figure(case: &str, cells: u32) -> String {
+    format!("plan_curve/{case}/{cells}")
+}
+
+/// The instructions of one plan of a curve case's world.
+fn curve_instructions_figure(case: &str, cells: u32) -> String {
+    format!("instructions/curve_{case}_{cells}")
+}
 
 /// The cargo target directory (`$CARGO_TARGET_DIR` or `target/`).
 pub fn target_dir(root: &Path) -> PathBuf {
@@ -78,7 +119,8 @@ fn criterion_median(target: &Path, bench: &str) -> anyhow::Result<f64> {
         .with_context(|| format!("{} has no median.point_estimate", path.display()))
 }
 
-/// Runs both benchmarks and returns every figure.
+/// Runs the benchmarks (the fleet, the gated cases of the curve, memory, the
+/// instruction counts) and returns every figure.
 fn measure(root: &Path, short: bool) -> anyhow::Result<BTreeMap<String, f64>> {
     let target = target_dir(root);
     let mut figures = BTreeMap::new();
@@ -107,6 +149,35 @@ fn measure(root: &Path, short: bool) -> anyhow::Result<BTreeMap<String, f64>> {
         figures.insert(name.to_owned(), criterion_median(&target, name)?);
     }
 
+    // Only the gated cases of the curve: criterion's filter is a regex on the id.
+    let ids: Vec<String> = CURVE
+        .iter()
+        .map(|&(case, cells)| format!("{case}/{cells}"))
+        .collect();
+    let filter = format!("^plan_curve/({})$", ids.join("|"));
+    let mut curve = Command::new(cargo());
+    curve.current_dir(root).args([
+        "bench",
+        "--package",
+        "fleetforge-benches",
+        "--bench",
+        "curve",
+        "--",
+        &filter,
+    ]);
+    // The benchmark's own settings are 10 samples, 1 s of warm-up and 2 s of
+    // measurement; the full gate takes more samples, the short one less time.
+    if short {
+        curve.args(["--warm-up-time", "0.5", "--measurement-time", "1"]);
+    } else {
+        curve.args(["--sample-size", "20", "--measurement-time", "5"]);
+    }
+    run(&mut curve)?;
+    for (case, cells) in CURVE {
+        let name = curve_time_figure(case, cells);
+        figures.insert(name.clone(), criterion_median(&target, &name)?);
+    }
+
     let out_dir = target.join("fleetforge-bench");
     std::fs::create_dir_all(&out_dir)?;
     let out = out_dir.join("memory.json");
@@ -122,8 +193,9 @@ fn measure(root: &Path, short: bool) -> anyhow::Result<BTreeMap<String, f64>> {
     Ok(figures)
 }
 
-/// Instructions `plan` executes per world, counted by callgrind inside
-/// `plan-instructions`' `count_plan`, once per fleet.
+/// Instructions `plan` executes per world of the fleets, and per plan of the
+/// curve's worlds, counted by callgrind inside `plan-instructions`' `count_plan`;
+/// and the growth figure, from two of the latter.
 fn count_instructions(root: &Path, target: &Path) -> anyhow::Result<BTreeMap<String, f64>> {
     run(Command::new(cargo()).current_dir(root).args([
         "build",
@@ -137,33 +209,57 @@ fn count_instructions(root: &Path, target: &Path) -> anyhow::Result<BTreeMap<Str
     let out_dir = target.join("fleetforge-bench");
     let mut figures = BTreeMap::new();
     for (name, fleet) in COUNTED {
-        let out = out_dir.join(format!("callgrind.{fleet}.out"));
-        let status = Command::new("valgrind")
-            .arg("--tool=callgrind")
-            .arg(format!("--callgrind-out-file={}", out.display()))
-            .arg("--toggle-collect=*count_plan*")
-            .arg(&bin)
-            .arg(fleet)
-            .arg(COUNTED_WORLDS.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .context("cannot start valgrind (install it: the Debian package is `valgrind`)")?;
-        if !status.success() {
-            bail!("valgrind --tool=callgrind {} failed with {status}", bin.display());
-        }
-        let text = std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
-        let total: f64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("summary:"))
-            .and_then(|v| v.trim().parse().ok())
-            .with_context(|| format!("{} has no summary line", out.display()))?;
-        if total == 0.0 {
-            bail!("callgrind counted no instructions in count_plan ({fleet}): was it inlined away?");
-        }
+        let total = callgrind(&bin, &out_dir, fleet, &COUNTED_WORLDS.to_string())?;
         figures.insert(name.to_owned(), total / COUNTED_WORLDS as f64);
     }
+    for (case, cells) in CURVE {
+        let total = callgrind(&bin, &out_dir, case, &cells.to_string())?;
+        figures.insert(curve_instructions_figure(case, cells), total);
+    }
+    let (name, case, small, large) = GROWTH;
+    let count = |cells| {
+        figures
+            .get(&curve_instructions_figure(case, cells))
+            .copied()
+            .with_context(|| format!("{case}/{cells} is not among the counted curve cases"))
+    };
+    let growth = count(large)? / count(small)?;
+    figures.insert(name.to_owned(), growth);
     Ok(figures)
+}
+
+/// Instructions executed inside `count_plan` by `plan-instructions <kind> <n>`,
+/// under callgrind.
+fn callgrind(bin: &Path, out_dir: &Path, kind: &str, n: &str) -> anyhow::Result<f64> {
+    let out = out_dir.join(format!("callgrind.{kind}.{n}.out"));
+    let status = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg("--toggle-collect=*count_plan*")
+        .arg(bin)
+        .arg(kind)
+        .arg(n)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .context("cannot start valgrind (install it: the Debian package is `valgrind`)")?;
+    if !status.success() {
+        bail!(
+            "valgrind --tool=callgrind {} {kind} {n} failed with {status} \
+             (run it without valgrind to see why)",
+            bin.display()
+        );
+    }
+    let text = std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+    let total: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("summary:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("{} has no summary line", out.display()))?;
+    if total == 0.0 {
+        bail!("callgrind counted no instructions in count_plan ({kind} {n}): was it inlined away?");
+    }
+    Ok(total)
 }
 
 /// Entry point of `cargo xtask bench-gate`.
@@ -194,17 +290,19 @@ pub fn run_gate(root: &Path, short: bool, update: bool) -> anyhow::Result<()> {
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let failed = compare(&baseline, &figures);
     if !failed.is_empty() {
-        bail!("benchmark regression:\n  {}", failed.join("\n  "));
+        bail!("bench gate failed:\n  {}", failed.join("\n  "));
     }
     println!("bench gate: every figure within tolerance");
     Ok(())
 }
 
 /// Prints each baseline figure beside its measurement and returns one line per
-/// figure that is missing or worse than its tolerance allows.
+/// figure that is missing, worse than its tolerance allows, or measured but not
+/// in the baseline (a new figure is not gated until `--update` records it, so
+/// the gate says so rather than pass it over).
 fn compare(baseline: &Baseline, figures: &BTreeMap<String, f64>) -> Vec<String> {
     println!(
-        "{:<42} {:>14} {:>14} {:>9} {:>9}",
+        "{:<50} {:>14} {:>14} {:>9} {:>9}",
         "figure", "baseline", "measured", "change", "allowed"
     );
     let mut failed = Vec::new();
@@ -222,19 +320,42 @@ fn compare(baseline: &Baseline, figures: &BTreeMap<String, f64>) -> Vec<String> 
         };
         let change = now / base - 1.0;
         println!(
-            "{name:<42} {base:>14.0} {now:>14.0} {:>8.1}% {:>8.0}%",
+            "{name:<50} {:>14} {:>14} {:>8.1}% {:>8.0}%",
+            value(base),
+            value(now),
             change * 100.0,
             tolerance * 100.0
         );
         if change > tolerance {
             failed.push(format!(
-                "{name}: {now:.0} is {:.1}% above the baseline {base:.0} (allowed {:.0}%)",
+                "{name}: {} is {:.1}% above the baseline {} (allowed {:.0}%)",
+                value(now),
                 change * 100.0,
+                value(base),
                 tolerance * 100.0
             ));
         }
     }
+    for (name, &now) in figures {
+        if !baseline.figures.contains_key(name) {
+            println!("{name:<50} {:>14} {:>14}", "-", value(now));
+            failed.push(format!(
+                "{name}: {} measured, but the baseline has no such figure \
+                 (record it with `cargo xtask bench-gate --update`)",
+                value(now)
+            ));
+        }
+    }
     failed
+}
+
+/// A figure as printed: whole units, or two decimals for a small one (a ratio).
+fn value(v: f64) -> String {
+    if v.abs() < 100.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.0}")
+    }
 }
 
 #[cfg(test)]
@@ -280,6 +401,29 @@ mod tests {
         let failed = compare(&baseline(), &measured(100.0, 1101.0));
         assert_eq!(failed.len(), 1);
         assert!(failed[0].starts_with("memory/model"), "{failed:?}");
+    }
+
+    #[test]
+    fn a_figure_missing_from_the_baseline_fails_and_says_how_to_record_it() {
+        let mut m = measured(100.0, 1000.0);
+        m.insert("instructions/curve_steady_deep_10000_over_1000".to_owned(), 10.3);
+        assert_eq!(
+            compare(&baseline(), &m),
+            vec![
+                "instructions/curve_steady_deep_10000_over_1000: 10.30 measured, but the baseline has \
+                 no such figure (record it with `cargo xtask bench-gate --update`)"
+                    .to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn the_gated_curve_cases_include_both_ends_of_the_growth_figure() {
+        let (_, case, small, large) = GROWTH;
+        assert!(small < large);
+        for cells in [small, large] {
+            assert!(CURVE.contains(&(case, cells)), "{case}/{cells} is not counted");
+        }
     }
 
     #[test]

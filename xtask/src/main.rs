@@ -7,6 +7,7 @@ mod demo;
 mod e2e;
 mod k8s;
 mod load;
+mod soak;
 
 use std::path::PathBuf;
 
@@ -58,6 +59,19 @@ enum Task {
         #[arg(long, default_value_t = 4)]
         cells: u32,
     },
+    /// The planner's soak at length, from a release build: worlds driven through
+    /// the staged executor with every fault injected, then left to settle.
+    Soak {
+        /// How many seeds (worlds).
+        #[arg(long, default_value_t = 20_000)]
+        seeds: u64,
+        /// Faulty steps per seed before the calm phase.
+        #[arg(long, default_value_t = 300)]
+        steps: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 0)]
+        first: u64,
+    },
     /// Run the planner benchmarks and compare them with the committed baseline.
     BenchGate {
         /// Fewer samples, for CI: enough to catch a regression past the tolerance.
@@ -84,6 +98,7 @@ fn main() -> anyhow::Result<()> {
         Task::Demo { exit } => demo::run(&root, exit),
         Task::E2e => e2e::run(&root),
         Task::Load { worlds, cells } => load::run(&root, worlds, cells),
+        Task::Soak { seeds, steps, first } => soak::run(&root, seeds, steps, first),
         Task::BenchGate { short, update } => bench_gate::run_gate(&root, short, update),
     }
 }

@@ -63,12 +63,11 @@ pub(super) fn next_ref(cells: &[ObservedCell], id: &CellId) -> CellRef {
 }
 
 /// Resumes, repairs and rolls out; see the module docs.
-pub(super) fn repair(world: &World, observed: &Observed, now: Timestamp) -> Repaired {
+pub(super) fn repair(world: &World, current: u64, observed: &Observed, now: Timestamp) -> Repaired {
     let mut r = Repaired {
         settled: true,
         ..Repaired::default()
     };
-    let current = world.layout_key();
     let cells = &observed.cells;
     let (mine, stale): (Vec<usize>, Vec<usize>) = (0..cells.len()).partition(|&i| cells[i].layout == current);
     let (holding, empty): (Vec<usize>, Vec<usize>) =
@@ -86,7 +85,7 @@ pub(super) fn repair(world: &World, observed: &Observed, now: Timestamp) -> Repa
     };
     if holding.is_empty() {
         retire_empty(&mut r);
-        let mut layout = Layout::new(world, cells, now, &mut r);
+        let mut layout = Layout::new(world, current, cells, now, &mut r);
         layout.run(&mine);
         layout.finish();
         return r;
@@ -108,7 +107,7 @@ pub(super) fn repair(world: &World, observed: &Observed, now: Timestamp) -> Repa
         // The new partition has taken over already: keep it sound, and hand what
         // the old cells still hold to the new cells that own their space.
         retire_empty(&mut r);
-        let mut layout = Layout::new(world, cells, now, &mut r);
+        let mut layout = Layout::new(world, current, cells, now, &mut r);
         layout.run(&mine);
         layout.retire_unneeded(
             holding,
@@ -301,6 +300,8 @@ enum GroupKey {
 /// Layout repair within the current partition.
 struct Layout<'a> {
     world: &'a World,
+    /// The world's [`World::layout_key`].
+    current: u64,
     cells: &'a [ObservedCell],
     now: Timestamp,
     r: &'a mut Repaired,
@@ -315,9 +316,16 @@ struct Layout<'a> {
 }
 
 impl<'a> Layout<'a> {
-    fn new(world: &'a World, cells: &'a [ObservedCell], now: Timestamp, r: &'a mut Repaired) -> Self {
+    fn new(
+        world: &'a World,
+        current: u64,
+        cells: &'a [ObservedCell],
+        now: Timestamp,
+        r: &'a mut Repaired,
+    ) -> Self {
         Self {
             world,
+            current,
             cells,
             now,
             r,
@@ -351,11 +359,14 @@ impl<'a> Layout<'a> {
             .copied()
             .filter(|i| !self.busy.contains(i) && self.cells[*i].health == Health::Ready)
             .collect();
-        let staying = self
-            .present
-            .iter()
-            .filter(|id| !self.leaving.contains(*id))
-            .count();
+        let staying = if self.leaving.is_empty() {
+            self.present.len()
+        } else {
+            self.present
+                .iter()
+                .filter(|id| !self.leaving.contains(*id))
+                .count()
+        };
         self.r.projected_cells = staying as u32;
     }
 
@@ -557,7 +568,7 @@ impl<'a> Layout<'a> {
                 .covered_by(owners.iter().map(|&o| &self.cells[o].bounds))
                 .then_some(owners)
         };
-        if c.layout == self.world.layout_key() {
+        if c.layout == self.current {
             let id = &c.cell.id;
             let mut related: Vec<usize> = self.accepted.get(id).copied().into_iter().collect();
             related.extend(
@@ -983,9 +994,8 @@ impl<'a> Layout<'a> {
         // Cells that do not keep their space (overlap losers, incoming cells)
         // still say where their space is: a loser waiting to hand over can be the
         // only witness of its children's bounds.
-        let current = self.world.layout_key();
         for c in self.cells {
-            if c.layout == current && with_holes.contains(&c.cell.id.root_index()) {
+            if c.layout == self.current && with_holes.contains(&c.cell.id.root_index()) {
                 known.entry(c.cell.id.clone()).or_insert(c.bounds);
             }
         }

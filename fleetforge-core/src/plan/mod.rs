@@ -207,7 +207,7 @@ pub struct Summary {
 /// reports the problem.
 pub fn plan(world: &World, observed: &Observed, now: Timestamp) -> Plan {
     if let Err(errs) = world.validate() {
-        let mut summary = summarize(world, observed, &[]);
+        let mut summary = summarize(world.layout_key(), observed, &[]);
         summary.phase = Phase::Degraded;
         summary.problems = errs.iter().map(ToString::to_string).collect();
         return Plan {
@@ -240,7 +240,7 @@ pub fn plan(world: &World, observed: &Observed, now: Timestamp) -> Plan {
             })
             .collect();
         if !contradictions.is_empty() {
-            let mut summary = summarize(world, &o, &contradictions);
+            let mut summary = summarize(world.layout_key(), &o, &contradictions);
             summary.phase = Phase::Degraded;
             return Plan {
                 transitions: Vec::new(),
@@ -252,9 +252,10 @@ pub fn plan(world: &World, observed: &Observed, now: Timestamp) -> Plan {
         sorted = o;
         &sorted
     };
-    let repaired = layout::repair(world, observed, now);
+    let current = world.layout_key();
+    let repaired = layout::repair(world, current, observed, now);
     let decided = scaling::decide(world, observed, &repaired, now);
-    let mut summary = summarize(world, observed, &repaired.problems);
+    let mut summary = summarize(current, observed, &repaired.problems);
     summary.held_back = decided.held_back;
     let mut transitions = repaired.transitions;
     transitions.extend(decided.transitions);
@@ -270,8 +271,7 @@ pub fn plan(world: &World, observed: &Observed, now: Timestamp) -> Plan {
 }
 
 /// Counts cells and players, and picks the phase as if nothing were planned.
-fn summarize(world: &World, observed: &Observed, problems: &[String]) -> Summary {
-    let current = world.layout_key();
+fn summarize(current: u64, observed: &Observed, problems: &[String]) -> Summary {
     let mut s = Summary {
         phase: Phase::Running,
         active_cells: 0,

@@ -9,7 +9,7 @@
 //! merge back; a merged cell holds less than `down x capacity`, so it is never hot
 //! enough to split again.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -87,7 +87,8 @@ struct Scaler<'a> {
     cells: &'a [ObservedCell],
     now: Timestamp,
     /// Free active cells by id.
-    free: BTreeMap<&'a CellId, usize>,
+    /// Sorted by id (the order `repaired.free` is in).
+    free: Vec<(&'a CellId, usize)>,
     /// Ids this plan already splits or merges.
     used: BTreeSet<CellId>,
     /// Cells the world will have once everything planned completes.
@@ -155,7 +156,8 @@ impl<'a> Scaler<'a> {
     }
 
     fn idle(&self, id: &CellId) -> Option<usize> {
-        self.free.get(id).copied().filter(|_| !self.used.contains(id))
+        let k = self.free.binary_search_by(|(f, _)| (*f).cmp(id)).ok()?;
+        Some(self.free[k].1).filter(|_| !self.used.contains(id))
     }
 
     /// Manual requests bypass thresholds, the window, cooldowns and the rate limit,
@@ -234,7 +236,7 @@ impl<'a> Scaler<'a> {
     fn enforce_limits(&mut self) {
         let p = &self.world.policy;
         if self.count < p.min_cells {
-            let mut order: Vec<usize> = self.free.values().copied().collect();
+            let mut order: Vec<usize> = self.free.iter().map(|&(_, i)| i).collect();
             order.sort_by(|&a, &b| {
                 players(&self.cells[b])
                     .cmp(&players(&self.cells[a]))
@@ -267,11 +269,17 @@ impl<'a> Scaler<'a> {
         let p = &self.world.policy;
         let up = self.world.split_above_players();
         let mut hot: Vec<(usize, String)> = Vec::new();
-        for (&id, &i) in &self.free {
+        for &(id, i) in &self.free {
             if self.used.contains(id) || self.cooling.contains(id) {
                 continue;
             }
             let c = &self.cells[i];
+            // The window's lowest reading is at most the latest: a cell not hot
+            // now is not hot over the window, and its older samples need not be
+            // read (most cells of a fleet, most of the time).
+            if p.prediction.is_none() && current(c, self.now).is_some_and(|n| f64::from(n) <= up) {
+                continue;
+            }
             if let Some(low) = window_extreme(&c.samples, self.now, p.stabilization_window, Extreme::Min)
                 && f64::from(low) > up
             {
@@ -357,8 +365,7 @@ impl<'a> Scaler<'a> {
         let mut pairs = Vec::new();
         // Free cells never contain one another, so a lower child's sibling, when
         // free, is the very next free id: one pass over neighbours finds every pair.
-        let free: Vec<(&CellId, usize)> = self.free.iter().map(|(&id, &i)| (id, i)).collect();
-        for w in free.windows(2) {
+        for w in self.free.windows(2) {
             let ((id, a), (sib, b)) = (w[0], w[1]);
             if id.side() != Some(0) || id.sibling().as_ref() != Some(sib) {
                 continue;
@@ -373,6 +380,12 @@ impl<'a> Scaler<'a> {
             }
             if cold_only {
                 if self.cooling.contains(id) || self.cooling.contains(sib) {
+                    continue;
+                }
+                // Likewise the window's highest reading is at least the latest.
+                if let (Some(na), Some(nb)) = (current(ca, self.now), current(cb, self.now))
+                    && (u64::from(na) + u64::from(nb)) as f64 >= down
+                {
                     continue;
                 }
                 let window = p.stabilization_window;
@@ -536,6 +549,12 @@ impl<'a> Scaler<'a> {
 /// would build a cell overlapping its neighbours.
 fn halves(a: &ObservedCell, b: &ObservedCell) -> bool {
     a.bounds.union(&b.bounds).complement(&a.bounds) == Some(b.bounds)
+}
+
+/// Players of a cell by its latest sample taken at or before `now`, the last one
+/// the stabilisation window looks at.
+fn current(c: &ObservedCell, now: Timestamp) -> Option<u32> {
+    c.samples.iter().rev().find(|s| s.at <= now).map(|s| s.players)
 }
 
 /// Latest player count of a cell (0 without samples).
