@@ -74,8 +74,14 @@ fn apply_until_retire(sim: &mut Sim, p: &Plan) {
     apply(&mut sim.world, &mut sim.observed, &cut, sim.now);
 }
 
-fn uniform(world: &World, n: usize, seed: u64) -> Population {
-    Population::uniform(&world.bounds, n, &mut SplitMix::new(seed))
+/// The 4-cell world of `common::world` with `players` spread uniformly (placed by
+/// `seed`), run for `seconds` through the reference executor.
+fn running(players: usize, seed: u64, seconds: usize) -> Sim {
+    let w = world(4);
+    let population = Population::uniform(&w.bounds, players, &mut SplitMix::new(seed));
+    let mut sim = Sim::new(w, population);
+    sim.run(seconds);
+    sim
 }
 
 fn cell<'a>(sim: &'a mut Sim, name: &str) -> &'a mut fleetforge_core::ObservedCell {
@@ -91,9 +97,7 @@ fn cell<'a>(sim: &'a mut Sim, name: &str) -> &'a mut fleetforge_core::ObservedCe
 /// which hold the sessions; the planner goes forward instead.
 #[test]
 fn a_repartition_past_its_hand_over_goes_forward_when_a_new_root_fails() {
-    let w = world(4);
-    let mut sim = Sim::new(w.clone(), uniform(&w, 120, 1));
-    sim.run(3);
+    let mut sim = running(120, 1, 3);
     sim.world.initial_cells = 2;
     sim.world.policy.min_cells = 1;
     let p = sim.sample_and_plan();
@@ -132,8 +136,7 @@ fn a_repartition_past_its_hand_over_goes_forward_when_a_new_root_fails() {
 /// roots to retire: they serve, and the stray hands its sessions to them.
 #[test]
 fn a_stray_cell_of_an_earlier_partition_hands_over_to_the_cells_that_serve() {
-    let w = world(4);
-    let mut sim = Sim::new(w.clone(), uniform(&w, 60, 2));
+    let mut sim = running(60, 2, 0);
     sim.world.overrides.force_split.insert(CellId::root(0));
     sim.run(2);
     assert!(
@@ -162,9 +165,7 @@ fn a_stray_cell_of_an_earlier_partition_hands_over_to_the_cells_that_serve() {
 /// sessions, and hands them over before it retires.
 #[test]
 fn a_parent_missing_from_one_observation_hands_over_when_it_shows_up_again() {
-    let w = world(4);
-    let mut sim = Sim::new(w.clone(), uniform(&w, 80, 3));
-    sim.run(2);
+    let mut sim = running(80, 3, 2);
     sim.world.overrides.force_split.insert(CellId::root(1));
     let p = sim.sample_and_plan();
     // The children are created and ready; the operator stopped before the hand-over.
@@ -198,9 +199,7 @@ fn a_parent_missing_from_one_observation_hands_over_when_it_shows_up_again() {
 /// filled; when it shows up again, it keeps its sessions or hands them over.
 #[test]
 fn an_active_cell_missing_once_is_not_taken_for_empty() {
-    let w = world(4);
-    let mut sim = Sim::new(w.clone(), uniform(&w, 80, 4));
-    sim.run(2);
+    let mut sim = running(80, 4, 2);
     let k = sim
         .observed
         .cells
@@ -326,9 +325,7 @@ fn a_restore_layout_must_be_a_partition_tree_the_planner_could_have_built() {
 /// cell's space in a roll-out (it would leave a gap).
 #[test]
 fn a_leftover_incarnation_with_other_bounds_is_not_rolled_out_to() {
-    let w = world(4);
-    let mut sim = Sim::new(w.clone(), uniform(&w, 40, 6));
-    sim.run(2);
+    let mut sim = running(40, 6, 2);
     let c0 = cell(&mut sim, "c0").bounds;
     let (half, _) = c0.split(Axis::X, 250.0).unwrap();
     sim.push_incoming(
@@ -480,9 +477,7 @@ fn worlds_floating_point_cannot_partition_are_refused_and_splits_keep_min_extent
 /// reported, and nothing is done, whatever the order.
 #[test]
 fn a_cell_observed_twice_unalike_is_reported_not_resolved_by_order() {
-    let w = world(4);
-    let mut sim = Sim::new(w.clone(), uniform(&w, 40, 10));
-    sim.run(2);
+    let mut sim = running(40, 10, 2);
     let mut twin = sim.observed.cells[1].clone();
     twin.bounds = Bounds::rect((0.0, 10.0), (0.0, 10.0)).unwrap();
     twin.role = Role::Incoming;
