@@ -55,6 +55,16 @@ fn assert_keeps_sessions(observed: &Observed, p: &Plan) {
     }
 }
 
+/// The cells `p` retires, in order.
+fn retired(p: &Plan) -> Vec<String> {
+    p.actions()
+        .filter_map(|a| match a {
+            Action::Retire { cell } => Some(cell.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// `plan` on `sim`'s observed state at its time, checked by [`assert_keeps_sessions`].
 fn checked_plan(sim: &Sim) -> Plan {
     let p = plan(&sim.world, &sim.observed, sim.now);
@@ -150,13 +160,7 @@ fn a_stray_cell_of_an_earlier_partition_hands_over_to_the_cells_that_serve() {
     stray.bounds = Bounds::rect((0.0, 1000.0), (0.0, 400.0)).unwrap();
     sim.observed.cells.push(stray);
     let p = checked_plan(&sim);
-    let retired: Vec<String> = p
-        .actions()
-        .filter_map(|a| match a {
-            Action::Retire { cell } => Some(cell.to_string()),
-            _ => None,
-        })
-        .collect();
+    let retired = retired(&p);
     assert_eq!(retired, vec!["c7"], "{:#?}", p.transitions);
 }
 
@@ -225,13 +229,7 @@ fn an_active_cell_missing_once_is_not_taken_for_empty() {
         }
     }
     let p = checked_plan(&sim);
-    let retired: Vec<String> = p
-        .actions()
-        .filter_map(|a| match a {
-            Action::Retire { cell } => Some(cell.to_string()),
-            _ => None,
-        })
-        .collect();
+    let retired = retired(&p);
     assert_eq!(retired, vec!["c2"]);
 }
 
