@@ -363,28 +363,13 @@ fn a_load_exactly_at_a_threshold_neither_splits_nor_merges() {
     w.policy.cooldown = Duration::ZERO;
     let mut sim = Sim::new(w, Population::default());
     sim.now = fleetforge_core::Timestamp(100_000);
-    let kinds = |sim: &mut Sim, a: u32, b: u32| {
-        sim.observed.cells[0].samples = samples(a, 100);
-        sim.observed.cells[1].samples = samples(b, 100);
-        plan(&sim.world, &sim.observed, sim.now)
-            .transitions
-            .iter()
-            .map(|t| t.kind)
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(kinds(&mut sim, 57, 10), vec![]);
-    assert_eq!(kinds(&mut sim, 58, 10), vec![TransitionKind::Split]);
-    // Split c0 into two siblings to test the merge boundary.
-    sim.world.overrides.force_split.insert(CellId::root(0));
-    sim.step_plan();
-    let now = sim.now.as_millis() / 1000;
-    let set = |sim: &mut Sim, a: u32, b: u32| {
+    // The kinds planned with the named cells at these players, every other at 10.
+    let kinds = |sim: &mut Sim, loads: [(&str, u32); 2]| {
+        let now = sim.now.as_millis() / 1000;
         for c in &mut sim.observed.cells {
-            c.samples = match c.cell.to_string().as_str() {
-                "c0-0" => samples(a, now),
-                "c0-1" => samples(b, now),
-                _ => samples(10, now),
-            };
+            let name = c.cell.to_string();
+            let players = loads.iter().find(|(n, _)| *n == name).map_or(10, |l| l.1);
+            c.samples = samples(players, now);
         }
         plan(&sim.world, &sim.observed, sim.now)
             .transitions
@@ -392,8 +377,19 @@ fn a_load_exactly_at_a_threshold_neither_splits_nor_merges() {
             .map(|t| t.kind)
             .collect::<Vec<_>>()
     };
-    assert_eq!(set(&mut sim, 15, 14), vec![]);
-    assert_eq!(set(&mut sim, 15, 13), vec![TransitionKind::Merge]);
+    assert_eq!(kinds(&mut sim, [("c0", 57), ("c1", 10)]), vec![]);
+    assert_eq!(
+        kinds(&mut sim, [("c0", 58), ("c1", 10)]),
+        vec![TransitionKind::Split]
+    );
+    // Split c0 into two siblings to test the merge boundary.
+    sim.world.overrides.force_split.insert(CellId::root(0));
+    sim.step_plan();
+    assert_eq!(kinds(&mut sim, [("c0-0", 15), ("c0-1", 14)]), vec![]);
+    assert_eq!(
+        kinds(&mut sim, [("c0-0", 15), ("c0-1", 13)]),
+        vec![TransitionKind::Merge]
+    );
 }
 
 /// Class 8: two siblings reporting 2^31 players each are not cold.

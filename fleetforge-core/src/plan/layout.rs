@@ -1006,31 +1006,24 @@ impl<'a> Layout<'a> {
         order.sort_by_key(|id| std::cmp::Reverse(id.depth()));
         loop {
             let mut changed = false;
-            for pass in [false, true] {
-                let ids: Box<dyn Iterator<Item = &CellId>> = if pass {
-                    Box::new(order.iter().rev())
-                } else {
-                    Box::new(order.iter())
+            for n in order.iter().chain(order.iter().rev()) {
+                if known.contains_key(n) {
+                    continue;
+                }
+                let [lo, hi] = n.children();
+                let inferred = match (known.get(&lo), known.get(&hi)) {
+                    (Some(a), Some(b)) => Some(a.union(b)),
+                    _ => match (
+                        n.parent().and_then(|p| known.get(&p)),
+                        n.sibling().and_then(|s| known.get(&s)),
+                    ) {
+                        (Some(p), Some(s)) => p.complement(s),
+                        _ => None,
+                    },
                 };
-                for n in ids {
-                    if known.contains_key(n) {
-                        continue;
-                    }
-                    let [lo, hi] = n.children();
-                    let inferred = match (known.get(&lo), known.get(&hi)) {
-                        (Some(a), Some(b)) => Some(a.union(b)),
-                        _ => match (
-                            n.parent().and_then(|p| known.get(&p)),
-                            n.sibling().and_then(|s| known.get(&s)),
-                        ) {
-                            (Some(p), Some(s)) => p.complement(s),
-                            _ => None,
-                        },
-                    };
-                    if let Some(b) = inferred {
-                        known.insert(n.clone(), b);
-                        changed = true;
-                    }
+                if let Some(b) = inferred {
+                    known.insert(n.clone(), b);
+                    changed = true;
                 }
             }
             if !changed && !cut_from_hulls(&order, &self.present, &mut known) {
