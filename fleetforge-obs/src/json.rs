@@ -26,7 +26,7 @@ struct SpanFields(Vec<(&'static str, Value)>);
 pub(crate) struct JsonLayer<W> {
     make_writer: W,
     #[cfg(feature = "otlp")]
-    trace_ids: Option<crate::otlp::TraceIds>,
+    trace_ids: Option<crate::trace_ids::TraceIds>,
 }
 
 impl<W> JsonLayer<W> {
@@ -41,7 +41,7 @@ impl<W> JsonLayer<W> {
     /// Adds `trace_id` and `span_id` of the innermost span to every line.
     #[cfg(feature = "otlp")]
     pub(crate) fn with_trace_ids(mut self) -> Self {
-        self.trace_ids = Some(crate::otlp::TraceIds::default());
+        self.trace_ids = Some(crate::trace_ids::TraceIds::default());
         self
     }
 }

@@ -9,7 +9,7 @@
 //! ```json
 //! {"timestamp":"…","level":"INFO","message":"cell created","cell":"c-3",
 //!  "correlation_id":"5f0c…","world":"…","generation":4,"span":"apply",
-//!  "target":"fleetforge_operator::apply"}
+//!  "target":"fleetforge_operator::reconcile::executor"}
 //! ```
 //!
 //! On a name clash the innermost value wins (the event's own fields, then the
@@ -21,10 +21,14 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tracing_subscriber::filter::{Directive, ParseError};
+use tracing::Dispatch;
+use tracing_subscriber::filter::Directive;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Layer, Layered, SubscriberExt as _};
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
-use crate::telemetry;
+pub use crate::error::LoggingError;
+use crate::json::JsonLayer;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,30 +62,6 @@ impl fmt::Display for LogFormat {
             Self::Text => "text",
         })
     }
-}
-
-/// Why logging could not be set up, or its filter not changed.
-#[derive(Debug, thiserror::Error)]
-pub enum LoggingError {
-    /// A directive of the filter did not parse.
-    #[error("invalid log filter directive {directive:?} in {filter:?}: {source}")]
-    Filter {
-        /// The whole filter as given.
-        filter: String,
-        /// The directive in it that did not parse.
-        directive: String,
-        /// What was wrong with it.
-        source: ParseError,
-    },
-    /// The filter has no directive at all.
-    #[error("empty log filter: give a level such as \"info\", or \"off\" for no logs")]
-    EmptyFilter,
-    /// A global subscriber is already set.
-    #[error("a global log subscriber is already installed")]
-    AlreadySet,
-    /// The subscriber the filter belonged to no longer exists.
-    #[error("the log subscriber this filter belonged to is gone")]
-    SubscriberGone,
 }
 
 /// Parses an `EnvFilter` directive list, naming the directive at fault on error.
@@ -171,7 +151,47 @@ impl LogControl {
 pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), LoggingError> {
     // Nobody will change this filter: the handle can go.
     let (filter, _control) = LogControl::new(filter)?;
-    telemetry::install(telemetry::subscriber(format, filter, std::io::stderr, None))
+    install(Dispatch::new(subscriber(format, filter, std::io::stderr, false)))
+}
+
+/// The subscriber under every filter: what the reload layer is built against.
+type Filtered = Layered<reload::Layer<EnvFilter, Registry>, Registry>;
+
+/// The subscriber that writes logs, on which telemetry may stack a trace layer.
+pub(crate) type LogSubscriber = Layered<Box<dyn Layer<Filtered> + Send + Sync>, Filtered>;
+
+/// The reloadable filter, then the log output. `trace_ids` puts the OpenTelemetry
+/// ids on JSON lines, for a subscriber that exports traces; without the `otlp`
+/// feature nothing is traced and it is ignored.
+pub(crate) fn subscriber<W>(
+    format: LogFormat,
+    filter: reload::Layer<EnvFilter, Registry>,
+    make_writer: W,
+    trace_ids: bool,
+) -> LogSubscriber
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let output: Box<dyn Layer<Filtered> + Send + Sync> = match format {
+        LogFormat::Json => {
+            let json = JsonLayer::new(make_writer);
+            #[cfg(feature = "otlp")]
+            let json = if trace_ids { json.with_trace_ids() } else { json };
+            Box::new(json)
+        }
+        LogFormat::Text => Box::new(tracing_subscriber::fmt::layer().with_writer(make_writer)),
+    };
+    #[cfg(not(feature = "otlp"))]
+    let _ = trace_ids;
+    Registry::default().with(filter).with(output)
+}
+
+/// Makes `dispatch` the global subscriber, and `log` records its events.
+pub(crate) fn install(dispatch: Dispatch) -> Result<(), LoggingError> {
+    tracing::dispatcher::set_global_default(dispatch).map_err(|_| LoggingError::AlreadySet)?;
+    // Fails only if another `log` logger is set; tracing's own events still flow.
+    let _ = tracing_log::LogTracer::init();
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,20 +5,16 @@
 //! client: the export never runs on, waits for, or needs the async runtime, so it
 //! cannot stall reconciles and works before the runtime starts and after it stops.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracer, SdkTracerProvider};
-use tracing::Dispatch;
-use tracing::dispatcher::WeakDispatch;
-use tracing::span::Id;
 
-use crate::telemetry::TelemetryError;
+use crate::error::TelemetryError;
 
 /// The time one export may take, connection included: bounds the wait at shutdown
 /// when the receiver is down.
@@ -112,32 +108,6 @@ impl HttpClient for BlockingClient {
         *answer.status_mut() = status;
         *answer.headers_mut() = headers;
         Ok(answer)
-    }
-}
-
-/// Finds the OpenTelemetry ids of a tracing span, for log lines.
-#[derive(Default)]
-pub(crate) struct TraceIds {
-    // Weak: the subscriber owns the layer that owns this.
-    dispatch: OnceLock<WeakDispatch>,
-}
-
-impl TraceIds {
-    pub(crate) fn register(&self, dispatch: &Dispatch) {
-        // A layer belongs to one subscriber: only the first registration counts.
-        let _ = self.dispatch.set(dispatch.downgrade());
-    }
-
-    /// The trace id and span id of `span`, in lowercase hex, if it is traced.
-    pub(crate) fn of(&self, span: &Id) -> Option<(String, String)> {
-        // The dispatch handed to the layer, not the current one: while an event is
-        // being dispatched, `tracing` hides the current dispatcher from the layers.
-        let dispatch = self.dispatch.get()?.upgrade()?;
-        let cx = tracing_opentelemetry::get_otel_context(span, &dispatch)?;
-        let otel_span = cx.span();
-        let ids = otel_span.span_context();
-        ids.is_valid()
-            .then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
     }
 }
 

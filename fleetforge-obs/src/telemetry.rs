@@ -10,11 +10,11 @@ use std::fmt;
 
 use tracing::Dispatch;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::layer::{Layer, Layered, SubscriberExt as _};
-use tracing_subscriber::{EnvFilter, Registry, reload};
+#[cfg(feature = "otlp")]
+use tracing_subscriber::layer::SubscriberExt as _;
 
-use crate::json::JsonLayer;
-use crate::logging::{LogControl, LogFormat, LoggingError};
+pub use crate::error::TelemetryError;
+use crate::logging::{self, LogControl, LogFormat};
 
 /// What [`Telemetry::init`] sets up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,31 +47,6 @@ impl TelemetryConfig {
     }
 }
 
-/// Why telemetry could not be set up or shut down.
-#[derive(Debug, thiserror::Error)]
-pub enum TelemetryError {
-    /// The log filter or the subscriber could not be set up.
-    #[error(transparent)]
-    Logging(#[from] LoggingError),
-    /// An OTLP endpoint was given to a build without the `otlp` feature.
-    #[error("OTLP export to {endpoint:?} was asked for, but this build has no `otlp` feature")]
-    OtlpNotBuilt {
-        /// The endpoint as given.
-        endpoint: String,
-    },
-    /// The OTLP exporter could not be built.
-    #[error("setting up OTLP export to {endpoint:?}: {reason}")]
-    Otlp {
-        /// The endpoint as given.
-        endpoint: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The last spans could not be sent at shutdown.
-    #[error("flushing traces: {0}")]
-    Flush(String),
-}
-
 /// The installed logging and tracing: changes the log filter, and flushes and stops
 /// the trace export on [`shutdown`](Self::shutdown) or drop. Keep it until the end
 /// of `main`.
@@ -97,7 +72,7 @@ impl Telemetry {
     /// is already installed.
     pub fn init(config: TelemetryConfig) -> Result<Self, TelemetryError> {
         let (telemetry, dispatch) = Self::build(config, std::io::stderr)?;
-        install(dispatch)?;
+        logging::install(dispatch)?;
         Ok(telemetry)
     }
 
@@ -129,16 +104,24 @@ impl Telemetry {
             None => (None, None),
         };
         #[cfg(not(feature = "otlp"))]
-        let tracer = match endpoint {
-            Some(endpoint) => {
-                return Err(TelemetryError::OtlpNotBuilt {
-                    endpoint: endpoint.to_owned(),
-                });
-            }
-            None => None,
-        };
+        if let Some(endpoint) = endpoint {
+            return Err(TelemetryError::OtlpNotBuilt {
+                endpoint: endpoint.to_owned(),
+            });
+        }
 
-        let dispatch = subscriber(config.format, filter, make_writer, tracer);
+        #[cfg(feature = "otlp")]
+        let dispatch = {
+            let subscriber = logging::subscriber(config.format, filter, make_writer, tracer.is_some());
+            Dispatch::new(subscriber.with(tracer.map(|tracer| {
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    // Thread ids say nothing about work that hops between runtime workers.
+                    .with_threads(false)
+            })))
+        };
+        #[cfg(not(feature = "otlp"))]
+        let dispatch = Dispatch::new(logging::subscriber(config.format, filter, make_writer, false));
         let telemetry = Self {
             log,
             #[cfg(feature = "otlp")]
@@ -189,63 +172,6 @@ impl Drop for Telemetry {
     }
 }
 
-/// The tracer spans go to, if traces are exported.
-#[cfg(feature = "otlp")]
-pub(crate) type Tracer = Option<opentelemetry_sdk::trace::SdkTracer>;
-/// Without the `otlp` feature there is no tracer to give.
-#[cfg(not(feature = "otlp"))]
-pub(crate) type Tracer = Option<std::convert::Infallible>;
-
-/// The subscriber under every filter: what the reload layer is built against.
-type Filtered = Layered<reload::Layer<EnvFilter, Registry>, Registry>;
-
-/// The subscriber: the reloadable filter, then the log output, then (with a tracer)
-/// the OpenTelemetry layer.
-pub(crate) fn subscriber<W>(
-    format: LogFormat,
-    filter: reload::Layer<EnvFilter, Registry>,
-    make_writer: W,
-    tracer: Tracer,
-) -> Dispatch
-where
-    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
-{
-    let output: Box<dyn Layer<Filtered> + Send + Sync> = match format {
-        LogFormat::Json => {
-            let json = JsonLayer::new(make_writer);
-            #[cfg(feature = "otlp")]
-            let json = if tracer.is_some() {
-                json.with_trace_ids()
-            } else {
-                json
-            };
-            Box::new(json)
-        }
-        LogFormat::Text => Box::new(tracing_subscriber::fmt::layer().with_writer(make_writer)),
-    };
-    let subscriber = Registry::default().with(filter).with(output);
-
-    #[cfg(feature = "otlp")]
-    let subscriber = subscriber.with(tracer.map(|tracer| {
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            // Thread ids say nothing about work that hops between runtime workers.
-            .with_threads(false)
-    }));
-    #[cfg(not(feature = "otlp"))]
-    let _ = tracer;
-
-    Dispatch::new(subscriber)
-}
-
-/// Makes `dispatch` the global subscriber, and `log` records its events.
-pub(crate) fn install(dispatch: Dispatch) -> Result<(), LoggingError> {
-    tracing::dispatcher::set_global_default(dispatch).map_err(|_| LoggingError::AlreadySet)?;
-    // Fails only if another `log` logger is set; tracing's own events still flow.
-    let _ = tracing_log::LogTracer::init();
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::io;
@@ -255,6 +181,7 @@ mod tests {
     use tracing::{debug, dispatcher, info, info_span};
 
     use super::*;
+    use crate::error::LoggingError;
 
     /// Log output kept in memory.
     #[derive(Clone, Default)]
