@@ -7,6 +7,7 @@ mod demo;
 mod e2e;
 mod k8s;
 mod load;
+mod modules;
 mod soak;
 
 use std::path::PathBuf;
@@ -72,6 +73,16 @@ enum Task {
         #[arg(long, default_value_t = 0)]
         first: u64,
     },
+    /// Fail when the modules of a workspace crate import each other in a circle;
+    /// prints each circle with the line that makes each of its edges.
+    Modules {
+        /// Check only this crate (its package name).
+        #[arg(long = "crate", value_name = "NAME")]
+        krate: Option<String>,
+        /// Also print every edge between modules with where it comes from.
+        #[arg(long)]
+        edges: bool,
+    },
     /// Run the planner benchmarks and compare them with the committed baseline.
     BenchGate {
         /// Fewer samples, for CI: enough to catch a regression past the tolerance.
@@ -99,6 +110,7 @@ fn main() -> anyhow::Result<()> {
         Task::E2e => e2e::run(&root),
         Task::Load { worlds, cells } => load::run(&root, worlds, cells),
         Task::Soak { seeds, steps, first } => soak::run(&root, seeds, steps, first),
+        Task::Modules { krate, edges } => modules::run(&root, krate.as_deref(), edges),
         Task::BenchGate { short, update } => bench_gate::run_gate(&root, short, update),
     }
 }
