@@ -31,6 +31,47 @@ pub const EXPORT: &str = "/v1/handoff/export";
 /// Take over sessions exported by another cell of the same world.
 pub const IMPORT: &str = "/v1/handoff/import";
 
+/// The port a cell serves the contract on. The operator sets it in [`env::HTTP_PORT`]
+/// and calls cells there, so a cell that honours the variable may serve elsewhere
+/// only if the operator is told too.
+pub const HTTP_PORT: u16 = 8080;
+
+/// File of the world's current token in the directory named by [`env::TOKEN_DIR`].
+pub const TOKEN_FILE: &str = "token";
+/// File of the world's previous token, present while its key is being rotated:
+/// a cell accepts either, so calls signed before the rotation reached it succeed.
+pub const PREVIOUS_TOKEN_FILE: &str = "previous";
+
+/// The environment the operator gives every cell process: who it is, what space
+/// it owns and where its credentials are. A cell reads these rather than calling
+/// the API server, so it needs no Kubernetes permissions.
+pub mod env {
+    /// The full world name.
+    pub const WORLD: &str = "FLEETFORGE_WORLD";
+    /// The cell id (for example `c3-01`).
+    pub const CELL_ID: &str = "FLEETFORGE_CELL_ID";
+    /// The incarnation of the cell (0 for its first process).
+    pub const INCARNATION: &str = "FLEETFORGE_CELL_INCARNATION";
+    /// The cell's bounds, as the JSON of [`Bounds`](crate::Bounds).
+    pub const BOUNDS: &str = "FLEETFORGE_CELL_BOUNDS";
+    /// The port to serve the cell contract on ([`HTTP_PORT`](super::HTTP_PORT)).
+    pub const HTTP_PORT: &str = "FLEETFORGE_HTTP_PORT";
+    /// The cell's own IP, the address the operator reaches it at and the one a
+    /// cell bound to one interface listens on.
+    pub const POD_IP: &str = "FLEETFORGE_POD_IP";
+    /// The name of the cell's process (its Pod), for logs and metrics.
+    pub const POD_NAME: &str = "FLEETFORGE_POD_NAME";
+    /// The namespace of the cell's world.
+    pub const POD_NAMESPACE: &str = "FLEETFORGE_POD_NAMESPACE";
+    /// Players per cell when the cell was created, which the cell reports as its
+    /// capacity (the planner reads the world's current value).
+    pub const CAPACITY: &str = "FLEETFORGE_CELL_CAPACITY";
+    /// The directory holding the world's token: files
+    /// [`TOKEN_FILE`](super::TOKEN_FILE) and, during a key rotation,
+    /// [`PREVIOUS_TOKEN_FILE`](super::PREVIOUS_TOKEN_FILE).
+    pub const TOKEN_DIR: &str = "FLEETFORGE_TOKEN_DIR";
+}
+
 /// What a cell reports about its load.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

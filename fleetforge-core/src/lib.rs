@@ -6,7 +6,8 @@
 //! merge cold siblings back, replace failed or outdated cells, and hand sessions
 //! over so that none is lost. It is a library of plain data and pure functions: no
 //! I/O, no clock (time comes in as a parameter), no Kubernetes types, so any
-//! controller or simulator can embed it.
+//! controller or simulator can embed it. [`pacing`] says when to look at a world
+//! again.
 //!
 //! ```
 //! use fleetforge_core::{plan, Bounds, Observed, Overrides, ScalingPolicy, Timestamp, World};
@@ -32,6 +33,7 @@ pub mod handoff;
 pub mod load;
 pub mod naming;
 pub mod observed;
+pub mod pacing;
 pub mod partition;
 pub mod plan;
 pub mod sim;

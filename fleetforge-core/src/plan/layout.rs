@@ -19,7 +19,7 @@ use crate::cell::{CellId, CellRef, MAX_DEPTH};
 use crate::geometry::Bounds;
 use crate::observed::{Health, Observed, ObservedCell};
 use crate::partition::initial_partition;
-use crate::plan::{Action, Target, Transition, TransitionKind};
+use crate::plan::model::{Action, Target, Transition, TransitionKind};
 use crate::time::Timestamp;
 use crate::world::World;
 

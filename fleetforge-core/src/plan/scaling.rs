@@ -10,41 +10,21 @@
 //! enough to split again.
 
 use std::collections::BTreeSet;
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
 
 use crate::cell::{CellId, MAX_DEPTH};
 use crate::geometry::{Axis, Bounds};
 use crate::load::{LoadSample, forecast};
 use crate::observed::{Observed, ObservedCell, RecordKind, TransitionRecord};
 use crate::plan::layout::{Repaired, next_ref};
-use crate::plan::{Action, OverrideOutcome, OverrideResult, Target, Transition, TransitionKind};
+use crate::plan::model::{
+    Action, OverrideOutcome, OverrideRequest, OverrideResult, Target, Transition, TransitionKind,
+};
 use crate::time::Timestamp;
 use crate::world::World;
 
 /// No child of a split is narrower than this share of its parent, so a histogram
 /// with every player on one edge cannot produce a sliver.
 const MIN_SPLIT_SHARE: f64 = 0.1;
-
-/// A manual request to split or merge, from the world's overrides.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum OverrideRequest {
-    /// Split this cell.
-    Split(CellId),
-    /// Merge this cell's two children back into it.
-    Merge(CellId),
-}
-
-impl fmt::Display for OverrideRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OverrideRequest::Split(id) => write!(f, "split of {id}"),
-            OverrideRequest::Merge(id) => write!(f, "merge into {id}"),
-        }
-    }
-}
 
 /// What [`decide`] adds to the plan.
 #[derive(Debug, Default)]
@@ -547,7 +527,7 @@ impl<'a> Scaler<'a> {
 /// span is exactly their space. Ids can outlive the cuts that made them (a hole
 /// filled with what was left of its space), and merging two cells that are not
 /// would build a cell overlapping its neighbours.
-fn halves(a: &ObservedCell, b: &ObservedCell) -> bool {
+pub(crate) fn halves(a: &ObservedCell, b: &ObservedCell) -> bool {
     a.bounds.union(&b.bounds).complement(&a.bounds) == Some(b.bounds)
 }
 
@@ -562,8 +542,10 @@ fn players(c: &ObservedCell) -> u32 {
     c.latest().map_or(0, |s| s.players)
 }
 
+/// Which end of the readings over the stabilisation window: the lowest (a split
+/// needs it above the threshold) or the highest (a merge needs it below).
 #[derive(Clone, Copy)]
-enum Extreme {
+pub(crate) enum Extreme {
     Min,
     Max,
 }
@@ -572,7 +554,7 @@ enum Extreme {
 /// last sample taken at or before `now - window` and every sample since. `None`
 /// until the samples reach back that far, so a threshold counts as held only once
 /// it has been observed for the whole window.
-fn window_extreme(
+pub(crate) fn window_extreme(
     samples: &[LoadSample],
     now: Timestamp,
     window: std::time::Duration,

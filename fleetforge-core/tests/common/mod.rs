@@ -122,3 +122,4 @@ impl Sim {
 }
 
 pub mod staged;
+pub mod strategies;
