@@ -6,10 +6,9 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fleetforge_core::contract::{ExportReport, LoadReport, Session};
 use fleetforge_core::{Bounds, Point};
@@ -35,11 +34,11 @@ impl Sim {
         let tokens = dir.path().join("tokens");
         std::fs::create_dir(&tokens).unwrap();
         std::fs::write(tokens.join("token"), format!("{TOKEN}\n")).unwrap();
-        let port = free_port(ip);
         let log = File::create(dir.path().join("log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_cell-sim"))
             .env("FLEETFORGE_POD_IP", ip)
-            .env("FLEETFORGE_HTTP_PORT", port.to_string())
+            // Port 0: the kernel picks a free one and the cell logs it.
+            .env("FLEETFORGE_HTTP_PORT", "0")
             .env("FLEETFORGE_WORLD", "meadow")
             .env("FLEETFORGE_CELL_ID", "c0")
             .env("FLEETFORGE_CELL_INCARNATION", "0")
@@ -48,7 +47,7 @@ impl Sim {
             .env("FLEETFORGE_CELL_CAPACITY", "400")
             .env("FLEETFORGE_TOKEN_DIR", &tokens)
             .env("FLEETFORGE_DRAIN_TIMEOUT_SECONDS", drain_timeout_seconds)
-            .env("FLEETFORGE_LOG_FORMAT", "text")
+            .env("FLEETFORGE_LOG_FORMAT", "json")
             .env("FLEETFORGE_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -57,7 +56,7 @@ impl Sim {
             .expect("cell-sim starts");
         Sim {
             child,
-            base: format!("http://{ip}:{port}"),
+            base: format!("http://{ip} (port not yet known)"),
             dir,
         }
     }
@@ -74,30 +73,50 @@ impl Sim {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
     }
 
-    /// Polls `/healthz` until it answers; fails early if the process died.
+    /// The address the process logged it serves on, once it did.
+    fn serving_address(&self) -> Option<String> {
+        self.log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|line| line["message"] == "serving")
+            .and_then(|line| line["address"].as_str().map(str::to_owned))
+    }
+
+    /// Waits until the process says where it serves and `/healthz` answers there;
+    /// fails early if the process died.
     async fn wait_healthy(&mut self, http: &reqwest::Client) {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "{} exited with {status} before serving:\n{}",
-                    self.base,
-                    self.log()
-                );
-            }
-            if let Ok(r) = http.get(self.url("/healthz")).send().await
-                && r.status() == 200
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} never became healthy:\n{}",
-                self.base,
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let log = self.dir.path().join("log");
+        let base = fleetforge_testenv::eventually(
+            "cell-sim serving and healthy",
+            DEADLINE,
+            Duration::from_millis(50),
+            || {
+                let exited = self.child.try_wait().unwrap();
+                let address = self.serving_address();
+                let log = log.clone();
+                async move {
+                    if let Some(status) = exited {
+                        panic!(
+                            "cell-sim exited with {status} before serving:\n{}",
+                            std::fs::read_to_string(&log).unwrap_or_default()
+                        );
+                    }
+                    let Some(address) = address else {
+                        return Ok(None);
+                    };
+                    let base = format!("http://{address}");
+                    let healthy = http
+                        .get(format!("{base}/healthz"))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 200);
+                    Ok(healthy.then_some(base))
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}:\n{}", self.log()));
+        self.base = base;
     }
 
     /// Sends SIGTERM and waits for the process to exit.
@@ -105,19 +124,18 @@ impl Sim {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success(), "kill -TERM {pid}");
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit:\n{}",
-                self.base,
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let base = self.base.clone();
+        fleetforge_testenv::eventually(
+            &format!("{base} exits after SIGTERM"),
+            DEADLINE,
+            Duration::from_millis(50),
+            || {
+                let status = self.child.try_wait().unwrap();
+                async move { Ok(status) }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}:\n{}", self.log()))
     }
 }
 
@@ -126,11 +144,6 @@ impl Drop for Sim {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A port that was free on `ip` a moment ago.
-fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
 }
 
 async fn call(
@@ -246,11 +259,14 @@ async fn sessions_move_exactly_once_and_an_empty_cell_stops_cleanly() {
     )
     .await;
     assert_eq!(status, 200);
-    let deadline = Instant::now() + DEADLINE;
-    while load(&http, &a).await.players < 460 {
-        assert!(Instant::now() < deadline, "the ramp never finished:\n{}", a.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    fleetforge_testenv::eventually(
+        "the ramp finished",
+        DEADLINE,
+        Duration::from_millis(50),
+        || async { Ok((load(&http, &a).await.players >= 460).then_some(())) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}:\n{}", a.log()));
     let report = load(&http, &a).await;
     assert_eq!(
         (report.players, report.capacity, report.draining),

@@ -21,8 +21,9 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
@@ -33,8 +34,8 @@ use fleetforge_crd::WorldSpec;
 use fleetforge_crd::keys::{
     ANNOTATION_BOUNDS, ANNOTATION_CELL, ANNOTATION_ROLE, ROLE_ACTIVE, decode_bounds, world_selector,
 };
-use fleetforge_operator::cell_pod::token_secret_name;
-use fleetforge_operator::cli::Cli;
+use fleetforge_operator::config::cli::Cli;
+use fleetforge_operator::mapping::cell_pod::token_secret_name;
 use fleetforge_testenv::{CellRunner, Profile, TestEnv};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
@@ -42,6 +43,12 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::Level;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// The world of the split/merge rounds and the dead cell.
 const FRONTIER: &str = "frontier";
@@ -343,82 +350,198 @@ async fn players_of(client: &Client, ns: &str, world: &str) -> anyhow::Result<Pl
     })
 }
 
-#[tokio::test]
-async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Result<()> {
-    let env = TestEnv::shared(Profile::Cluster).await?;
-    // The operator's warnings (a hand-over that failed, a cell that died) show in
-    // the test's output.
-    fleetforge_obs::init_logging(fleetforge_obs::LogFormat::Text, "warn")?;
-    let client = env.client().await?;
+/// Where the in-process operator's admin server listens, as its log line
+/// `admin server listening` (field `addr`) tells it: the operator is given
+/// `--admin-addr 127.0.0.1:0` and says the port the kernel chose only there.
+static ADMIN_ADDR: OnceLock<SocketAddr> = OnceLock::new();
 
-    let ns = env.create_restricted_namespace("elastic").await?;
+/// Takes the `addr` of the operator's `admin server listening` event into
+/// [`ADMIN_ADDR`].
+struct AdminAddrLayer;
 
-    // Cell logs outlive the control plane, for a look after a failure.
-    let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cells-{ns}"));
-    let runner = CellRunner::start(
-        client.clone(),
-        PathBuf::from(env!("CARGO_BIN_EXE_cell-sim")),
-        &logs,
-    )?;
+impl<S: tracing::Subscriber> Layer<S> for AdminAddrLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        #[derive(Default)]
+        struct Fields {
+            message: String,
+            addr: String,
+        }
+        impl Visit for Fields {
+            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+                match field.name() {
+                    "message" => self.message = format!("{value:?}"),
+                    "addr" => self.addr = format!("{value:?}"),
+                    _ => {}
+                }
+            }
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        if fields.message == "admin server listening"
+            && let Ok(addr) = fields.addr.parse()
+        {
+            let _ = ADMIN_ADDR.set(addr);
+        }
+    }
+}
 
-    // The operator as its binary runs it, sampling every 250 ms.
-    let key_dir = tempfile::tempdir()?;
-    std::fs::write(key_dir.path().join("key"), "e2e-master-key-0123456789abcdef")?;
-    let admin_addr = {
-        let l = TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.to_string()
-    };
-    let kubeconfig = env.admin_kubeconfig().display().to_string();
-    let key_dir_arg = key_dir.path().display().to_string();
-    let cli = Cli::try_parse_from([
-        "fleetforge-operator",
-        "--kubeconfig",
-        &kubeconfig,
-        "--namespaces",
-        &ns,
-        "--lease-namespace",
-        &ns,
-        "--admin-addr",
-        &admin_addr,
-        "--busy-requeue-seconds",
-        "0.5",
-        "--sample-interval-seconds",
-        "0.25",
-        "--sample-timeout-seconds",
-        "0.2",
-        "--dead-cell-seconds",
-        "2",
-        "--cell-token-key-dir",
-        &key_dir_arg,
-        "--log-format",
-        "text",
-        "--log",
-        "warn",
-    ])?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let operator = tokio::spawn(fleetforge_operator::operator::run_until(cli, async move {
-        let _ = stopped.await;
-    }));
+/// The test's log set-up: warnings of every crate to standard error (the
+/// operator's warnings, a hand-over that failed, a cell that died, show in the
+/// test's output), and the operator's own `info` events to [`AdminAddrLayer`].
+fn init_logging() -> anyhow::Result<()> {
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(LevelFilter::WARN),
+        )
+        .with(AdminAddrLayer.with_filter(Targets::new().with_target("fleetforge_operator", Level::INFO)))
+        .try_init()?;
+    Ok(())
+}
 
-    let worlds: Api<WorldSpec> = Api::namespaced(client.clone(), &ns);
-    worlds
+/// What every scenario works in: one namespace of the shared cluster, with the
+/// cell runner and the operator, as its binary runs it, watching it. The
+/// scenarios run in order in it, one operator for all: the operator records
+/// metrics in the process's one global recorder (so a test binary holds one),
+/// and its counters (sessions lost, above all) are the scenarios' evidence.
+struct Loop {
+    client: Client,
+    ns: String,
+    runner: CellRunner,
+    worlds: Api<WorldSpec>,
+    /// The operator's admin server (`/metrics`).
+    admin_addr: String,
+    world_bounds: Bounds,
+    c0: CellId,
+    c1: CellId,
+    /// Players that make a cell hot: 85% of its seats.
+    hot: u32,
+    stop: oneshot::Sender<()>,
+    operator: JoinHandle<anyhow::Result<()>>,
+    _key_dir: tempfile::TempDir,
+}
+
+impl Loop {
+    /// Starts the cell runner and the operator, sampling every 250 ms, in a new
+    /// namespace, and waits for the operator's admin server.
+    async fn start() -> anyhow::Result<Self> {
+        let env = TestEnv::shared(Profile::Cluster).await?;
+        init_logging()?;
+        let client = env.client().await?;
+
+        let ns = env.create_restricted_namespace("elastic").await?;
+
+        // Cell logs outlive the control plane, for a look after a failure.
+        let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cells-{ns}"));
+        let runner = CellRunner::start(
+            client.clone(),
+            PathBuf::from(env!("CARGO_BIN_EXE_cell-sim")),
+            &logs,
+        )?;
+
+        // The operator as its binary runs it, sampling every 250 ms.
+        let key_dir = tempfile::tempdir()?;
+        std::fs::write(key_dir.path().join("key"), "e2e-master-key-0123456789abcdef")?;
+        let kubeconfig = env.admin_kubeconfig().display().to_string();
+        let key_dir_arg = key_dir.path().display().to_string();
+        let cli = Cli::try_parse_from([
+            "fleetforge-operator",
+            "--kubeconfig",
+            &kubeconfig,
+            "--namespaces",
+            &ns,
+            "--lease-namespace",
+            &ns,
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--busy-requeue-seconds",
+            "0.5",
+            "--sample-interval-seconds",
+            "0.25",
+            "--sample-timeout-seconds",
+            "0.2",
+            "--dead-cell-seconds",
+            "2",
+            "--cell-token-key-dir",
+            &key_dir_arg,
+            "--log-format",
+            "text",
+            "--log",
+            "warn",
+        ])?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let mut operator = tokio::spawn(fleetforge_operator::app::operator::run_until(
+            cli,
+            None,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let admin_addr = tokio::select! {
+            addr = until("the operator's admin server listening", || async {
+                Ok(ADMIN_ADDR.get().copied())
+            }) => addr?.to_string(),
+            ended = &mut operator => bail!("the operator stopped before its admin server listened: {ended:?}"),
+        };
+
+        Ok(Self {
+            worlds: Api::namespaced(client.clone(), &ns),
+            client,
+            ns,
+            runner,
+            admin_addr,
+            world_bounds: Bounds::rect((0.0, 1000.0), (0.0, 1000.0))?,
+            c0: "c0".parse()?,
+            c1: "c1".parse()?,
+            hot: (f64::from(CAPACITY) * 0.85) as u32,
+            stop,
+            operator,
+            _key_dir: key_dir,
+        })
+    }
+
+    /// Stops the operator (it must end cleanly), then the cells.
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.send(()).ok();
+        self.operator.await??;
+        self.runner.stop();
+        Ok(())
+    }
+}
+
+/// What the split/merge rounds leave for the dead-cell scenario and the summary.
+struct Rounds {
+    /// Players of the split/merge world.
+    players: Players,
+    /// Its cells after the last merge.
+    live: Vec<Cell>,
+    split_latency: Vec<f64>,
+    merge_latency: Vec<f64>,
+}
+
+/// 1. Rounds of split and merge of c0, with 85% of its seats taken: ramped past
+///    the scale-up threshold, c0 splits, its children tile it exactly and every
+///    session sits in exactly one cell that contains it; lowered, the children
+///    merge back into a c0 of the same bounds, with the same checks. No session
+///    is lost in any round.
+async fn scenario_split_merge_rounds_lose_no_session(fx: &Loop) -> anyhow::Result<Rounds> {
+    let (client, ns, c0, c1, hot) = (&fx.client, fx.ns.as_str(), &fx.c0, &fx.c1, fx.hot);
+    let world_bounds = &fx.world_bounds;
+    fx.worlds
         .create(
             &PostParams::default(),
-            &world_spec(&ns, FRONTIER, 10, Duration::from_secs(10), 2)?,
+            &world_spec(ns, FRONTIER, 10, Duration::from_secs(10), 2)?,
         )
         .await?;
-    let world_bounds = Bounds::rect((0.0, 1000.0), (0.0, 1000.0))?;
-    let players = players_of(&client, &ns, FRONTIER).await?;
+    let players = players_of(client, ns, FRONTIER).await?;
 
-    let (c0, c1): (CellId, CellId) = ("c0".parse()?, "c1".parse()?);
-    let mut live = layout(&client, &ns, FRONTIER, &players, &[c0.clone(), c1.clone()]).await?;
-    check_sessions(&world_bounds, &live, &players, 0).await?;
+    let mut live = layout(client, ns, FRONTIER, &players, &[c0.clone(), c1.clone()]).await?;
+    check_sessions(world_bounds, &live, &players, 0).await?;
 
-    // 1. Rounds of split and merge of c0, with 85% of its seats taken.
     let (mut split_latency, mut merge_latency) = (Vec::new(), Vec::new());
-    let hot = (f64::from(CAPACITY) * 0.85) as u32;
     for round in 0..ROUNDS {
-        let parent = live.iter().find(|c| c.id == c0).context("c0")?.clone();
+        let parent = live.iter().find(|c| c.id == *c0).context("c0")?.clone();
         players.add(&parent.ip, hot, 0.5).await?;
         until("c0 past the scale-up threshold", || async {
             let l = players.load(&parent.ip).await?;
@@ -428,15 +551,15 @@ async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Re
         let crossed = Instant::now();
         let [lo, hi] = c0.children();
         live = layout(
-            &client,
-            &ns,
+            client,
+            ns,
             FRONTIER,
             &players,
             &[lo.clone(), hi.clone(), c1.clone()],
         )
         .await?;
         split_latency.push(crossed.elapsed().as_secs_f64());
-        check_sessions(&world_bounds, &live, &players, hot as usize).await?;
+        check_sessions(world_bounds, &live, &players, hot as usize).await?;
         let children: Vec<Cell> = live
             .iter()
             .filter(|c| c.id == lo || c.id == hi)
@@ -459,10 +582,10 @@ async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Re
             players.remove(&child.ip, held.saturating_sub(keep)).await?;
         }
         let lowered = Instant::now();
-        live = layout(&client, &ns, FRONTIER, &players, &[c0.clone(), c1.clone()]).await?;
+        live = layout(client, ns, FRONTIER, &players, &[c0.clone(), c1.clone()]).await?;
         merge_latency.push(lowered.elapsed().as_secs_f64());
-        check_sessions(&world_bounds, &live, &players, 2 * keep as usize).await?;
-        let merged = live.iter().find(|c| c.id == c0).context("c0")?.clone();
+        check_sessions(world_bounds, &live, &players, 2 * keep as usize).await?;
+        let merged = live.iter().find(|c| c.id == *c0).context("c0")?.clone();
         ensure!(
             merged.bounds == parent.bounds,
             "round {round}: the merged c0 has other bounds"
@@ -472,25 +595,34 @@ async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Re
         // the loop rather than the pacing.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let m = scrape(&admin_addr).await?;
+    let m = scrape(&fx.admin_addr).await?;
     ensure!(
         metric(&m, "fleetforge_sessions_lost_total") == 0.0,
         "sessions lost in the split/merge rounds"
     );
+    Ok(Rounds {
+        players,
+        live,
+        split_latency,
+        merge_latency,
+    })
+}
 
-    // A split whose child never comes up (its image cannot start, say) is
-    // rolled back after the world's transition timeout: the children go, the
-    // parent keeps serving with every session.
-    let mut fragile = world_spec(&ns, FRAGILE, 10, Duration::from_secs(10), 2)?;
+/// A split whose child never comes up (its image cannot start, say) is rolled
+/// back after the world's transition timeout: the children go, the parent keeps
+/// serving with every session.
+async fn scenario_a_split_whose_child_never_serves_is_rolled_back(fx: &Loop) -> anyhow::Result<()> {
+    let (client, ns, c0, c1, hot) = (&fx.client, fx.ns.as_str(), &fx.c0, &fx.c1, fx.hot);
+    let mut fragile = world_spec(ns, FRAGILE, 10, Duration::from_secs(10), 2)?;
     fragile.spec.scaling.transition_timeout_seconds = 3;
-    worlds.create(&PostParams::default(), &fragile).await?;
-    let shaky = players_of(&client, &ns, FRAGILE).await?;
-    let before = layout(&client, &ns, FRAGILE, &shaky, &[c0.clone(), c1.clone()]).await?;
+    fx.worlds.create(&PostParams::default(), &fragile).await?;
+    let shaky = players_of(client, ns, FRAGILE).await?;
+    let before = layout(client, ns, FRAGILE, &shaky, &[c0.clone(), c1.clone()]).await?;
     let [stuck, _] = c0.children();
-    runner.hold(&ns, &stuck.name(FRAGILE));
-    let hot_cell = before.iter().find(|c| c.id == c0).context("c0")?.clone();
+    fx.runner.hold(ns, &stuck.name(FRAGILE));
+    let hot_cell = before.iter().find(|c| c.id == *c0).context("c0")?.clone();
     shaky.add(&hot_cell.ip, hot, 0.0).await?;
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
     until("a SplitRolledBack Event", || async {
         let list = events.list(&ListParams::default()).await?;
         Ok(list
@@ -505,32 +637,49 @@ async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Re
     .await?;
     // Cool the parent so it does not try again, then it must be as before.
     shaky.remove(&hot_cell.ip, hot).await?;
-    let after = layout(&client, &ns, FRAGILE, &shaky, &[c0.clone(), c1.clone()]).await?;
+    let after = layout(client, ns, FRAGILE, &shaky, &[c0.clone(), c1.clone()]).await?;
     ensure!(
-        after.iter().find(|c| c.id == c0).map(|c| &c.pod) == Some(&hot_cell.pod),
+        after.iter().find(|c| c.id == *c0).map(|c| &c.pod) == Some(&hot_cell.pod),
         "the parent of a rolled-back split was replaced"
     );
-    check_sessions(&world_bounds, &after, &shaky, 0).await?;
+    check_sessions(&fx.world_bounds, &after, &shaky, 0).await
+}
 
-    // 2. A storm on a world paced at 2 splits or merges per 20 s and 8 s of
-    // cooldown: both cells hot at once, then all four children.
+/// The storm's figures, and the operator's own, for the summary.
+struct Storm {
+    first_wave: usize,
+    second_wave: usize,
+    handed_over: f64,
+    handoffs: f64,
+    handoff_seconds: f64,
+    split_mean: f64,
+    merge_mean: f64,
+}
+
+/// 2. A storm on a world paced at 2 splits or merges per 20 s and 8 s of
+///    cooldown: both cells hot at once, then all four children. The rate limit
+///    and the cooldown hold throughout (no more than 2 splits in either period,
+///    none of the second generation inside the first), and no session is lost.
+async fn scenario_a_storm_keeps_to_the_rate_limit_and_loses_no_session(fx: &Loop) -> anyhow::Result<Storm> {
+    let (client, ns, c0, c1, hot) = (&fx.client, fx.ns.as_str(), &fx.c0, &fx.c1, fx.hot);
+    let (worlds, world_bounds) = (&fx.worlds, &fx.world_bounds);
     worlds
         .create(
             &PostParams::default(),
-            &world_spec(&ns, TEMPEST, STORM_MAX, STORM_PERIOD, 8)?,
+            &world_spec(ns, TEMPEST, STORM_MAX, STORM_PERIOD, 8)?,
         )
         .await?;
-    let storm = players_of(&client, &ns, TEMPEST).await?;
-    let roots = layout(&client, &ns, TEMPEST, &storm, &[c0.clone(), c1.clone()]).await?;
+    let storm = players_of(client, ns, TEMPEST).await?;
+    let roots = layout(client, ns, TEMPEST, &storm, &[c0.clone(), c1.clone()]).await?;
     let storm_started = Instant::now();
     for c in &roots {
         storm.add(&c.ip, hot, 0.0).await?;
     }
     let [a0, a1] = c0.children();
     let [b0, b1] = c1.children();
-    let children = layout(&client, &ns, TEMPEST, &storm, &[a0, a1, b0, b1]).await?;
+    let children = layout(client, ns, TEMPEST, &storm, &[a0, a1, b0, b1]).await?;
     let mut total = 2 * hot as usize;
-    check_sessions(&world_bounds, &children, &storm, total).await?;
+    check_sessions(world_bounds, &children, &storm, total).await?;
     // Each child holds about half its parent's players: lift each well past the
     // threshold.
     let extra = (UP * f64::from(CAPACITY)) as u32 - hot / 2 + 150;
@@ -543,8 +692,8 @@ async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Re
     // is over.
     let mut seen = BTreeSet::new();
     while storm_started.elapsed() < STORM_PERIOD - Duration::from_millis(500) {
-        seen.extend(transitions(&worlds, TEMPEST).await?);
-        let now = cells(&client, &ns, TEMPEST).await?;
+        seen.extend(transitions(worlds, TEMPEST).await?);
+        let now = cells(client, ns, TEMPEST).await?;
         ensure!(
             now.iter().all(|c| c.id.depth() <= 1),
             "a cell split again inside the rate-limit period: {:?}",
@@ -557,15 +706,15 @@ async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Re
         first_wave <= STORM_MAX,
         "{first_wave} splits in the storm's first period"
     );
-    check_sessions(&world_bounds, &cells(&client, &ns, TEMPEST).await?, &storm, total).await?;
+    check_sessions(world_bounds, &cells(client, ns, TEMPEST).await?, &storm, total).await?;
     // The next period allows two more, and no third before it ends.
     let second_wave = until("the storm's second wave of splits", || async {
-        let parents = split_again(&cells(&client, &ns, TEMPEST).await?);
+        let parents = split_again(&cells(client, ns, TEMPEST).await?);
         Ok((parents.len() >= STORM_MAX).then_some(parents))
     })
     .await?;
     while storm_started.elapsed() < 2 * STORM_PERIOD - Duration::from_millis(500) {
-        let parents = split_again(&cells(&client, &ns, TEMPEST).await?);
+        let parents = split_again(&cells(client, ns, TEMPEST).await?);
         ensure!(
             parents.len() <= STORM_MAX,
             "more than {STORM_MAX} splits in the storm's second period: {parents:?}"
@@ -573,31 +722,49 @@ async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Re
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let settled = until("the storm's cells settled", || async {
-        let now = cells(&client, &ns, TEMPEST).await?;
+        let now = cells(client, ns, TEMPEST).await?;
         Ok(now.iter().all(|c| c.active).then_some(now))
     })
     .await?;
-    check_sessions(&world_bounds, &settled, &storm, total).await?;
-    let m = scrape(&admin_addr).await?;
+    check_sessions(world_bounds, &settled, &storm, total).await?;
+    let m = scrape(&fx.admin_addr).await?;
     ensure!(
         metric(&m, "fleetforge_sessions_lost_total") == 0.0,
         "sessions lost in the storm"
     );
-    let handed_over = metric(&m, "fleetforge_sessions_handed_over_total");
-    let handoff_seconds = metric(&m, "fleetforge_handoff_duration_seconds_sum");
-    let handoffs = metric(&m, "fleetforge_handoff_duration_seconds_count");
     let mean = |name: &str| metric(&m, &format!("{name}_sum")) / metric(&m, &format!("{name}_count"));
-    let (split_mean, merge_mean) = (
-        mean("fleetforge_split_duration_seconds"),
-        mean("fleetforge_merge_duration_seconds"),
-    );
+    Ok(Storm {
+        first_wave,
+        second_wave: second_wave.len(),
+        handed_over: metric(&m, "fleetforge_sessions_handed_over_total"),
+        handoff_seconds: metric(&m, "fleetforge_handoff_duration_seconds_sum"),
+        handoffs: metric(&m, "fleetforge_handoff_duration_seconds_count"),
+        split_mean: mean("fleetforge_split_duration_seconds"),
+        merge_mean: mean("fleetforge_merge_duration_seconds"),
+    })
+}
 
-    // 3. A cell's process dies as with its node, while its Pod still says
-    // Running. Its sessions are gone with it; the operator must notice from the
-    // missing samples, replace it, and count them.
+/// The dead cell's figures, for the summary.
+struct Dead {
+    held: u32,
+    detected: f64,
+    replaced: f64,
+    lost: f64,
+}
+
+/// 3. A cell's process dies as with its node, while its Pod still says Running.
+///    Its sessions are gone with it; the operator notices from the missing
+///    samples, replaces it with a cell of the same bounds, and counts exactly the
+///    sessions it held as lost. Runs last: the scenarios before it prove that
+///    nothing was lost.
+async fn scenario_a_dead_cell_is_replaced_and_its_sessions_counted_lost(
+    fx: &Loop,
+    rounds: &Rounds,
+) -> anyhow::Result<Dead> {
+    let (client, ns, worlds, players) = (&fx.client, fx.ns.as_str(), &fx.worlds, &rounds.players);
     // 700 players lift c1 out of the cold band, which wakes the world: its
     // status then shows the sample the operator took.
-    let victim = live.iter().find(|c| c.id == c1).context("c1")?.clone();
+    let victim = rounds.live.iter().find(|c| c.id == fx.c1).context("c1")?.clone();
     let held = 700;
     players.add(&victim.ip, held, 0.0).await?;
     until("the operator sampled the victim's players", || async {
@@ -605,9 +772,9 @@ async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Re
         Ok((ws.status.and_then(|s| s.total_players) == Some(u64::from(held))).then_some(()))
     })
     .await?;
-    runner.kill(&ns, &victim.pod)?;
+    fx.runner.kill(ns, &victim.pod)?;
     let killed = Instant::now();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     until("the dead cell's Pod retired", || async {
         let p = pods.get_opt(&victim.pod).await?;
         Ok(p.is_none_or(|p| p.metadata.deletion_timestamp.is_some())
@@ -616,7 +783,7 @@ async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Re
     .await?;
     let detected = killed.elapsed().as_secs_f64();
     let replacement = until("a replacement answering", || async {
-        for c in cells(&client, &ns, FRONTIER).await? {
+        for c in cells(client, ns, FRONTIER).await? {
             if c.id == victim.id && c.pod != victim.pod && c.active && players.load(&c.ip).await.is_ok() {
                 return Ok(Some(c));
             }
@@ -630,7 +797,7 @@ async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Re
         "the replacement covers other space"
     );
     let lost = until("the lost sessions counted", || async {
-        let m = scrape(&admin_addr).await?;
+        let m = scrape(&fx.admin_addr).await?;
         let lost = metric(&m, "fleetforge_sessions_lost_total");
         Ok((lost > 0.0).then_some(lost))
     })
@@ -639,25 +806,49 @@ async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Re
         lost == f64::from(held),
         "{lost} sessions counted lost, the dead cell held {held}"
     );
+    Ok(Dead {
+        held,
+        detected,
+        replaced,
+        lost,
+    })
+}
 
+fn print_summary(rounds: &mut Rounds, storm: &Storm, dead: &Dead) {
+    let (split_latency, merge_latency) = (&mut rounds.split_latency, &mut rounds.merge_latency);
     split_latency.sort_by(f64::total_cmp);
     merge_latency.sort_by(f64::total_cmp);
+    let Storm {
+        first_wave,
+        second_wave,
+        handed_over,
+        handoffs,
+        handoff_seconds,
+        split_mean,
+        merge_mean,
+    } = storm;
+    let Dead {
+        held,
+        detected,
+        replaced,
+        lost,
+    } = dead;
     println!("\n== elastic loop: summary ==");
     println!(
         "split (threshold crossed -> children serving, parent retired): p50 {:.2}s p95 {:.2}s over {} splits",
-        percentile(&split_latency, 0.5),
-        percentile(&split_latency, 0.95),
+        percentile(split_latency, 0.5),
+        percentile(split_latency, 0.95),
         split_latency.len()
     );
     println!(
         "merge (load lowered -> parent serving, children retired): p50 {:.2}s p95 {:.2}s over {} merges",
-        percentile(&merge_latency, 0.5),
-        percentile(&merge_latency, 0.95),
+        percentile(merge_latency, 0.5),
+        percentile(merge_latency, 0.95),
         merge_latency.len()
     );
     println!(
         "hand-over: {handed_over} sessions in {handoffs} exports taking {handoff_seconds:.3}s: {:.3}s per 1000 sessions",
-        if handed_over > 0.0 {
+        if *handed_over > 0.0 {
             handoff_seconds / handed_over * 1000.0
         } else {
             f64::NAN
@@ -669,16 +860,23 @@ async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Re
     println!("sessions lost in the rounds and the storm: 0");
     println!("a split whose child never came up: rolled back (SplitRolledBack), the parent kept serving");
     println!(
-        "storm: {first_wave} splits in the first {}s period, {} in the second (limit {STORM_MAX})",
+        "storm: {first_wave} splits in the first {}s period, {second_wave} in the second (limit {STORM_MAX})",
         STORM_PERIOD.as_secs(),
-        second_wave.len()
     );
     println!(
         "dead cell ({held} sessions): Pod retired {detected:.2}s after its process died, replacement serving at {replaced:.2}s, {lost} sessions counted lost"
     );
+}
 
-    stop.send(()).ok();
-    operator.await??;
-    runner.stop();
-    Ok(())
+/// The scenarios, in order, in one namespace with one operator (see [`Loop`]):
+/// the dead cell comes last, after the scenarios that prove no session is lost.
+#[tokio::test]
+async fn cells_split_merge_and_hand_sessions_over_with_none_lost() -> anyhow::Result<()> {
+    let fx = Loop::start().await?;
+    let mut rounds = scenario_split_merge_rounds_lose_no_session(&fx).await?;
+    scenario_a_split_whose_child_never_serves_is_rolled_back(&fx).await?;
+    let storm = scenario_a_storm_keeps_to_the_rate_limit_and_loses_no_session(&fx).await?;
+    let dead = scenario_a_dead_cell_is_replaced_and_its_sessions_counted_lost(&fx, &rounds).await?;
+    print_summary(&mut rounds, &storm, &dead);
+    fx.stop().await
 }

@@ -1,7 +1,8 @@
 //! The cell tokens' master key rotated under a running operator, with every part
 //! real: the control plane (RBAC and PodSecurity on, kwok nodes giving each cell
-//! Pod its own loopback IP), the operator in a process of its own doing what its
-//! binary's `main` does, its stderr in a file, and one `cell-sim` process per cell
+//! Pod its own loopback IP), the operator in a process of its own started through
+//! the binary's own entry point (`fleetforge_operator::app::main`), its stderr in
+//! a file, and one `cell-sim` process per cell
 //! Pod started by the local cell runner, which refreshes their Secret mounts as a
 //! kubelet would.
 //!
@@ -33,7 +34,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
-use clap::Parser as _;
 use fleetforge_core::contract::Session;
 use fleetforge_core::{Bounds, CellId};
 use fleetforge_crd::WorldSpec;
@@ -42,8 +42,7 @@ use fleetforge_crd::keys::{
     ANNOTATION_TOKEN_FINGERPRINT, ROLE_ACTIVE, decode_bounds, world_selector,
 };
 use fleetforge_obs::metrics as m;
-use fleetforge_operator::cell_pod::{service_name, token_secret_name};
-use fleetforge_operator::cli::Cli;
+use fleetforge_operator::mapping::cell_pod::{service_name, token_secret_name};
 use fleetforge_testenv::{CellRunner, Profile, TestEnv};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
@@ -65,7 +64,7 @@ const STEP: Duration = Duration::from_secs(60);
 /// 2 s and wakes every world when they change, so a steady world must not wait
 /// for its resync to write its new tokens; a short resync would hide that.
 const RESYNC_SECONDS: &str = "300";
-/// The HMAC message prefix of `fleetforge_operator::cell_token`. Tokens already
+/// The HMAC message prefix of `fleetforge_operator::cells::tokens`. Tokens already
 /// mounted by cells in the field depend on it: it must never change silently.
 const TOKEN_CONTEXT: &[u8] = b"fleetforge.io/cell-token/v1\0";
 
@@ -91,10 +90,10 @@ const OPERATOR_ARGS: &str = "KEY_ROTATION_OPERATOR_ARGS";
 const MAY_BE_ABSENT: &[&str] = &[m::MERGE_DURATION, m::API_ERRORS];
 
 /// The operator's process, when this test binary is started by the test below
-/// with `OPERATOR_ARGS` set: the steps of `fleetforge-operator`'s `main` (parse,
-/// validate, log set-up, run until SIGTERM), with its exit code. An integration
-/// test of this package cannot name another package's binary, so the test runs
-/// its own executable as the operator. Without the variable it does nothing.
+/// with `OPERATOR_ARGS` set: the operator binary's own entry point,
+/// [`fleetforge_operator::app::main`], with its exit status. An integration test
+/// of this package cannot name another package's binary, so the test runs its
+/// own executable as the operator. Without the variable it does nothing.
 #[test]
 #[ignore = "the operator process of key_rotation, started by that test"]
 fn operator_process() {
@@ -102,29 +101,7 @@ fn operator_process() {
         return;
     };
     let args: Vec<String> = serde_json::from_str(&args).unwrap();
-    let code = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let cli = Cli::parse_from(args);
-            if let Err(e) = cli.validate() {
-                eprintln!("error: {e}");
-                return 2;
-            }
-            if let Err(e) = fleetforge_obs::init_logging(cli.log_format, &cli.log) {
-                eprintln!("error: {e}");
-                return 2;
-            }
-            match fleetforge_operator::operator::run(cli).await {
-                Ok(()) => 0,
-                Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "operator stopped");
-                    1
-                }
-            }
-        });
-    std::process::exit(code);
+    std::process::exit(i32::from(fleetforge_operator::app::main(args)));
 }
 
 /// The operator process, its stderr in a file.
@@ -187,17 +164,14 @@ impl Operator {
             .args(["-TERM", &self.pid().to_string()])
             .status()?;
         ensure!(status.success(), "kill -TERM {} failed", self.pid());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "the operator did not stop within 30 s of SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let child = &mut self.child;
+        fleetforge_testenv::eventually(
+            "the operator stopped after SIGTERM",
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || std::future::ready(child.try_wait().map_err(anyhow::Error::from)),
+        )
+        .await
     }
 }
 
@@ -666,78 +640,150 @@ fn leaks(haystack: &[u8], secrets: &[(String, Vec<u8>)]) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn master_key_rotates_without_a_restart_and_secrets_stay_out_of_logs() -> anyhow::Result<()> {
-    let env = TestEnv::shared(Profile::Cluster).await?;
-    let client = env.client().await?;
-    let ns = env.create_restricted_namespace("rotation").await?;
-    let admin = Admin {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?,
-    };
+/// What every scenario works in: one namespace of the shared cluster, the cell
+/// runner, the key directory and the operator process leading in it, and the
+/// world. The scenarios run in order, each on what the one before left: one
+/// operator process must live through all of them, and its log and counters are
+/// the evidence of the last ones.
+struct Rotation {
+    env: &'static TestEnv,
+    client: Client,
+    ns: String,
+    admin: Admin,
+    /// Taken when the cells are stopped.
+    runner: Option<CellRunner>,
+    cell_logs: PathBuf,
+    keys: KeyDir,
+    operator: Operator,
+    operator_log: PathBuf,
+    pid: u32,
+    identity: String,
+    admin_addr: String,
+    worlds: Api<WorldSpec>,
+    uid: String,
+    world_bounds: Bounds,
+    c0: CellId,
+    c1: CellId,
+}
 
-    // Logs outlive the control plane, for a look after a failure.
-    let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("key-rotation-{ns}"));
-    let cell_logs = logs.join("cells");
-    let runner = CellRunner::start(
-        client.clone(),
-        PathBuf::from(env!("CARGO_BIN_EXE_cell-sim")),
-        &cell_logs,
-    )?;
+/// A master key as the test holds it: its bytes and the text of its file.
+struct Key {
+    raw: [u8; 32],
+    text: String,
+}
 
-    let mut keys = KeyDir::new()?;
-    let (raw1, key1) = new_key();
-    keys.publish(&[("key", &key1)])?;
+impl Rotation {
+    /// Starts the cell runner and the operator process with `key` in its key
+    /// directory, waits until it leads, and creates the world.
+    async fn start(key: &Key) -> anyhow::Result<Self> {
+        let env = TestEnv::shared(Profile::Cluster).await?;
+        let client = env.client().await?;
+        let ns = env.create_restricted_namespace("rotation").await?;
+        let admin = Admin {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()?,
+        };
 
-    let operator_log = logs.join("operator.log");
-    let identity = format!("key-rotation-{}", std::process::id());
-    let args: Vec<String> = [
-        "fleetforge-operator",
-        "--kubeconfig",
-        &env.admin_kubeconfig().display().to_string(),
-        "--namespaces",
-        &ns,
-        "--lease-namespace",
-        &ns,
-        "--identity",
-        &identity,
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--busy-requeue-seconds",
-        "0.5",
-        "--resync-seconds",
-        RESYNC_SECONDS,
-        "--sample-interval-seconds",
-        "0.25",
-        "--sample-timeout-seconds",
-        "0.2",
-        "--cell-token-key-dir",
-        &keys.path().display().to_string(),
-        "--log-format",
-        "json",
-        "--log",
-        "debug",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let mut operator = Operator::start(&args, &operator_log)?;
-    let pid = operator.pid();
-    let admin_addr = operator.admin_addr().await?;
-    // One process leads throughout: it holds the Lease now and at the end, it
-    // never exits, and it wins one election only.
-    until("the operator leading", || async {
-        Ok(lease_holder(&client, &ns).await.ok().filter(|h| *h == identity))
-    })
-    .await?;
+        // Logs outlive the control plane, for a look after a failure.
+        let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("key-rotation-{ns}"));
+        let cell_logs = logs.join("cells");
+        let runner = CellRunner::start(
+            client.clone(),
+            PathBuf::from(env!("CARGO_BIN_EXE_cell-sim")),
+            &cell_logs,
+        )?;
 
-    let worlds: Api<WorldSpec> = Api::namespaced(client.clone(), &ns);
-    worlds.create(&PostParams::default(), &world_spec(&ns)?).await?;
-    let uid = worlds.get(WORLD).await?.uid().context("the world's uid")?;
-    let world_bounds = Bounds::rect((0.0, 1000.0), (0.0, 1000.0))?;
-    let (c0, c1): (CellId, CellId) = ("c0".parse()?, "c1".parse()?);
+        let mut keys = KeyDir::new()?;
+        keys.publish(&[("key", &key.text)])?;
 
+        let operator_log = logs.join("operator.log");
+        let identity = format!("key-rotation-{}", std::process::id());
+        let args: Vec<String> = [
+            "fleetforge-operator",
+            "--kubeconfig",
+            &env.admin_kubeconfig().display().to_string(),
+            "--namespaces",
+            &ns,
+            "--lease-namespace",
+            &ns,
+            "--identity",
+            &identity,
+            // The port the kernel picks is read back from the log.
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--busy-requeue-seconds",
+            "0.5",
+            "--resync-seconds",
+            RESYNC_SECONDS,
+            "--sample-interval-seconds",
+            "0.25",
+            "--sample-timeout-seconds",
+            "0.2",
+            "--cell-token-key-dir",
+            &keys.path().display().to_string(),
+            "--log-format",
+            "json",
+            "--log",
+            "debug",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let mut operator = Operator::start(&args, &operator_log)?;
+        let pid = operator.pid();
+        let admin_addr = operator.admin_addr().await?;
+        // One process leads throughout: it holds the Lease now and at the end, it
+        // never exits, and it wins one election only.
+        until("the operator leading", || async {
+            Ok(lease_holder(&client, &ns).await.ok().filter(|h| *h == identity))
+        })
+        .await?;
+
+        let worlds: Api<WorldSpec> = Api::namespaced(client.clone(), &ns);
+        worlds.create(&PostParams::default(), &world_spec(&ns)?).await?;
+        let uid = worlds.get(WORLD).await?.uid().context("the world's uid")?;
+        Ok(Self {
+            env,
+            client,
+            ns,
+            admin,
+            runner: Some(runner),
+            cell_logs,
+            keys,
+            operator,
+            operator_log,
+            pid,
+            identity,
+            admin_addr,
+            worlds,
+            uid,
+            world_bounds: Bounds::rect((0.0, 1000.0), (0.0, 1000.0))?,
+            c0: "c0".parse()?,
+            c1: "c1".parse()?,
+        })
+    }
+}
+
+/// The world as the rotation finds it.
+struct Before {
+    /// Its cells, c0 and c1.
+    live: Vec<Cell>,
+    token1: String,
+    fingerprint1: String,
+    /// Its players.
+    total: usize,
+}
+
+/// Before any rotation: the world's Secret holds the HMAC of its uid under the
+/// mounted key, and nothing else; the cells take that token and refuse another;
+/// players join, and the operator sees them.
+async fn scenario_the_world_token_is_the_hmac_of_its_uid(
+    fx: &Rotation,
+    key1: &Key,
+) -> anyhow::Result<Before> {
+    let (client, ns, admin, worlds) = (&fx.client, fx.ns.as_str(), &fx.admin, &fx.worlds);
+    let (c0, c1, uid) = (&fx.c0, &fx.c1, fx.uid.as_str());
     // Ready, cells answering.
     until("the world Ready", || async {
         let ws = worlds.get(WORLD).await?;
@@ -750,11 +796,11 @@ async fn master_key_rotates_without_a_restart_and_secrets_stay_out_of_logs() -> 
             .then_some(()))
     })
     .await?;
-    let live = admin.layout(&client, &ns, &[c0.clone(), c1.clone()]).await?;
+    let live = admin.layout(client, ns, &[c0.clone(), c1.clone()]).await?;
 
     // The Secret holds the HMAC of the uid under the key, and nothing else.
-    let token1 = expected_token(&key1, &uid);
-    let data = token_secret(&client, &ns)
+    let token1 = expected_token(&key1.text, uid);
+    let data = token_secret(client, ns)
         .await?
         .context("the world's token Secret")?;
     ensure!(
@@ -766,7 +812,7 @@ async fn master_key_rotates_without_a_restart_and_secrets_stay_out_of_logs() -> 
         "the Secret holds {:?}, expected only `token` before any rotation",
         data.keys().collect::<Vec<_>>()
     );
-    let fingerprint1 = fingerprint(&client, &ns)
+    let fingerprint1 = fingerprint(client, ns)
         .await?
         .context("the Service's token fingerprint")?;
 
@@ -774,20 +820,19 @@ async fn master_key_rotates_without_a_restart_and_secrets_stay_out_of_logs() -> 
     admin.all_answer(&live, &token1, StatusCode::OK).await?;
     let (_, bogus) = new_key();
     for c in &live {
-        let status = admin.status_with(&c.ip, &expected_token(&bogus, &uid)).await?;
+        let status = admin.status_with(&c.ip, &expected_token(&bogus, uid)).await?;
         ensure!(
             status == StatusCode::UNAUTHORIZED,
             "{} answered {status} to a wrong token",
             c.id
         );
     }
-    let ip = |cells: &[Cell], id: &CellId| -> anyhow::Result<String> {
-        Ok(cells.iter().find(|c| &c.id == id).context("cell")?.ip.clone())
-    };
-    admin.add(&ip(&live, &c0)?, &token1, ON_C0).await?;
-    admin.add(&ip(&live, &c1)?, &token1, ON_C1).await?;
+    admin.add(&ip(&live, c0)?, &token1, ON_C0).await?;
+    admin.add(&ip(&live, c1)?, &token1, ON_C1).await?;
     let total = (ON_C0 + ON_C1) as usize;
-    admin.check_sessions(&world_bounds, &live, &token1, total).await?;
+    admin
+        .check_sessions(&fx.world_bounds, &live, &token1, total)
+        .await?;
 
     // The operator sees them: its view is settled before the rotation.
     until("the players in the world's status", || async {
@@ -795,12 +840,44 @@ async fn master_key_rotates_without_a_restart_and_secrets_stay_out_of_logs() -> 
         Ok((ws.status.and_then(|s| s.total_players) == Some(total as u64)).then_some(()))
     })
     .await?;
+    Ok(Before {
+        live,
+        token1,
+        fingerprint1,
+        total,
+    })
+}
 
-    // 1. Rotate: the new key in `key`, the old one in `previous-key`, in one swap.
-    let (raw2, key2) = new_key();
-    let token2 = expected_token(&key2, &uid);
-    ensure!(token2 != token1, "two keys gave one token");
-    keys.publish(&[("key", &key2), ("previous-key", &key1)])?;
+/// The IP of cell `id` among `cells`.
+fn ip(cells: &[Cell], id: &CellId) -> anyhow::Result<String> {
+    Ok(cells.iter().find(|c| &c.id == id).context("cell")?.ip.clone())
+}
+
+/// The rotation as it reached the world, for the scenarios after it.
+struct Rotated {
+    token2: String,
+    to_secret: Duration,
+    to_service: Duration,
+    to_cells: Duration,
+}
+
+/// 1. Rotation without a restart: the key directory swapped as a kubelet updates
+///    a mounted Secret (the new key in `key`, the old one in `previous-key`), the
+///    same operator process, still leading, writes both tokens to the world's
+///    Secret and changes the Service's token fingerprint, and the cells take the
+///    new token and still the old one.
+async fn scenario_a_rotated_key_reaches_the_cells_without_a_restart(
+    fx: &mut Rotation,
+    before: &Before,
+    key1: &Key,
+    key2: &Key,
+) -> anyhow::Result<Rotated> {
+    let (client, ns, admin) = (&fx.client, fx.ns.as_str(), &fx.admin);
+    let (live, token1, fingerprint1) = (&before.live, &before.token1, &before.fingerprint1);
+    let token2 = expected_token(&key2.text, &fx.uid);
+    ensure!(token2 != *token1, "two keys gave one token");
+    fx.keys
+        .publish(&[("key", &key2.text), ("previous-key", &key1.text)])?;
     let rotated = Instant::now();
 
     // A kubelet links a file new to the Secret after the swap: a reconcile in
@@ -809,29 +886,55 @@ async fn master_key_rotates_without_a_restart_and_secrets_stay_out_of_logs() -> 
     until(
         "the new token in the world's Secret, the old one as `previous`",
         || async {
-            let data = token_secret(&client, &ns).await?.unwrap_or_default();
-            Ok((data.get("token") == Some(&token2) && data.get("previous") == Some(&token1)).then_some(()))
+            let data = token_secret(client, ns).await?.unwrap_or_default();
+            Ok((data.get("token") == Some(&token2) && data.get("previous") == Some(token1)).then_some(()))
         },
     )
     .await?;
     let to_secret = rotated.elapsed();
     until("the Service's token fingerprint changed", || async {
-        Ok(fingerprint(&client, &ns).await?.filter(|f| *f != fingerprint1))
+        Ok(fingerprint(client, ns).await?.filter(|f| f != fingerprint1))
     })
     .await?;
     let to_service = rotated.elapsed();
-    admin.all_answer(&live, &token2, StatusCode::OK).await?;
+    admin.all_answer(live, &token2, StatusCode::OK).await?;
     let to_cells = rotated.elapsed();
     // The old token still opens the cells while it is kept as `previous`.
-    admin.all_answer(&live, &token1, StatusCode::OK).await?;
-    operator.alive()?;
+    admin.all_answer(live, token1, StatusCode::OK).await?;
+    fx.operator.alive()?;
     ensure!(
-        lease_holder(&client, &ns).await? == identity,
+        lease_holder(client, ns).await? == fx.identity,
         "another operator holds the Lease after the rotation"
     );
+    Ok(Rotated {
+        token2,
+        to_secret,
+        to_service,
+        to_cells,
+    })
+}
 
-    // A split after the rotation: the operator asks c0 to export with the new
-    // token, c0 sends its sessions to the children with the token it mounts.
+/// The split after the rotation, for the scenarios after it.
+struct Split {
+    /// The world's cells after it: c0-0, c0-1 and c1.
+    cells: Vec<Cell>,
+    took: Duration,
+    /// The operator's scrape once it counted the split.
+    scrape: String,
+    fingerprint2: String,
+}
+
+/// A split forced after the rotation: the operator asks c0 to export with the
+/// new token, c0 sends its sessions to the children with the token it mounts;
+/// every session is handed over, none lost, and the children take both tokens.
+async fn scenario_a_split_after_the_rotation_hands_every_session_over(
+    fx: &Rotation,
+    before: &Before,
+    rotated: &Rotated,
+) -> anyhow::Result<Split> {
+    let (client, ns, admin, worlds) = (&fx.client, fx.ns.as_str(), &fx.admin, &fx.worlds);
+    let (c0, c1, total) = (&fx.c0, &fx.c1, before.total);
+    let (token1, token2, fingerprint1) = (&before.token1, &rotated.token2, &before.fingerprint1);
     let patch = json!({"metadata": {"annotations": {ANNOTATION_FORCE_SPLIT: "c0"}}});
     worlds
         .patch(WORLD, &PatchParams::default(), &Patch::Merge(&patch))
@@ -839,27 +942,27 @@ async fn master_key_rotates_without_a_restart_and_secrets_stay_out_of_logs() -> 
     let split_asked = Instant::now();
     let [lo, hi] = c0.children();
     let split = admin
-        .layout(&client, &ns, &[lo.clone(), hi.clone(), c1.clone()])
+        .layout(client, ns, &[lo.clone(), hi.clone(), c1.clone()])
         .await?;
     let split_took = split_asked.elapsed();
     admin
-        .check_sessions(&world_bounds, &split, &token2, total)
+        .check_sessions(&fx.world_bounds, &split, token2, total)
         .await?;
     // The children were created with the rotated Secret: both tokens open them.
-    admin.all_answer(&split, &token2, StatusCode::OK).await?;
-    admin.all_answer(&split, &token1, StatusCode::OK).await?;
+    admin.all_answer(&split, token2, StatusCode::OK).await?;
+    admin.all_answer(&split, token1, StatusCode::OK).await?;
     let after_split = until("the split counted in the operator's metrics", || async {
-        let text = scrape_text(&admin_addr).await?;
+        let text = scrape_text(&fx.admin_addr).await?;
         Ok((metric(&samples(&text), m::SPLITS) >= 1.0).then_some(text))
     })
     .await?;
     let figures = samples(&after_split);
     // Settled by now (see above): the fingerprint of both tokens.
-    let fingerprint2 = fingerprint(&client, &ns)
+    let fingerprint2 = fingerprint(client, ns)
         .await?
         .context("the Service's token fingerprint")?;
     ensure!(
-        fingerprint2 != fingerprint1,
+        fingerprint2 != *fingerprint1,
         "the fingerprint did not follow the rotation"
     );
     ensure!(
@@ -877,11 +980,20 @@ async fn master_key_rotates_without_a_restart_and_secrets_stay_out_of_logs() -> 
         "{} splits",
         metric(&figures, m::SPLITS)
     );
+    Ok(Split {
+        cells: split,
+        took: split_took,
+        scrape: after_split,
+        fingerprint2,
+    })
+}
 
-    // 3. The scrape after the split: promtool finds nothing to say, and every
-    // metric this run must have produced is there.
-    promtool_check(&after_split)?;
-    let present = families(&after_split);
+/// 3. The scrape after the split: promtool finds nothing to say, every metric
+///    this run must have produced is there, and none missing from
+///    `fleetforge_obs::metrics::ALL`. Returns how many families it has.
+fn scenario_the_scrape_passes_promtool_with_every_metric(after_split: &str) -> anyhow::Result<usize> {
+    promtool_check(after_split)?;
+    let present = families(after_split);
     let missing: Vec<&str> = m::ALL
         .iter()
         .copied()
@@ -900,46 +1012,72 @@ async fn master_key_rotates_without_a_restart_and_secrets_stay_out_of_logs() -> 
         undocumented.is_empty(),
         "the operator exports metrics missing from fleetforge_obs::metrics::ALL: {undocumented:?}"
     );
+    Ok(present.len())
+}
 
-    // The rotation is over: drop `previous-key`. The old token leaves the Secret and
-    // the cells stop taking it.
-    keys.publish(&[("key", &key2)])?;
+/// The end of the rotation, for the summary.
+struct Dropped {
+    to_drop: Duration,
+    to_refused: Duration,
+}
+
+/// The rotation is over: dropping `previous-key` removes the old token from the
+/// world's Secret (the current one stays), changes the fingerprint again, and
+/// the cells refuse the old token, take the new one and keep every session.
+async fn scenario_dropping_the_previous_key_retires_the_old_token(
+    fx: &mut Rotation,
+    before: &Before,
+    rotated: &Rotated,
+    split: &Split,
+    key2: &Key,
+) -> anyhow::Result<Dropped> {
+    let (token1, token2) = (&before.token1, &rotated.token2);
+    let (fingerprint1, fingerprint2) = (&before.fingerprint1, &split.fingerprint2);
+    fx.keys.publish(&[("key", &key2.text)])?;
+    let (client, ns, admin) = (&fx.client, fx.ns.as_str(), &fx.admin);
     let dropped = Instant::now();
     until("the old token gone from the world's Secret", || async {
-        let data = token_secret(&client, &ns).await?.unwrap_or_default();
+        let data = token_secret(client, ns).await?.unwrap_or_default();
         Ok((!data.contains_key("previous")).then_some(data))
     })
     .await
     .and_then(|data| {
         ensure!(
-            data.get("token") == Some(&token2),
+            data.get("token") == Some(token2),
             "the current token changed when `previous-key` went"
         );
         Ok(())
     })?;
     let to_drop = dropped.elapsed();
     until("the Service's token fingerprint changed again", || async {
-        Ok(fingerprint(&client, &ns)
+        Ok(fingerprint(client, ns)
             .await?
-            .filter(|f| *f != fingerprint2 && *f != fingerprint1))
+            .filter(|f| f != fingerprint2 && f != fingerprint1))
     })
     .await?;
     admin
-        .all_answer(&split, &token1, StatusCode::UNAUTHORIZED)
+        .all_answer(&split.cells, token1, StatusCode::UNAUTHORIZED)
         .await?;
     let to_refused = dropped.elapsed();
-    admin.all_answer(&split, &token2, StatusCode::OK).await?;
+    admin.all_answer(&split.cells, token2, StatusCode::OK).await?;
     admin
-        .check_sessions(&world_bounds, &split, &token2, total)
+        .check_sessions(&fx.world_bounds, &split.cells, token2, before.total)
         .await?;
+    Ok(Dropped { to_drop, to_refused })
+}
 
-    // One process all along: never restarted, one leadership.
-    operator.alive()?;
+/// One process all along: never restarted, leading from start to end with one
+/// election won, no session lost; it stops cleanly on SIGTERM. The cells are
+/// stopped too, so their logs are complete for the scenarios after it.
+async fn scenario_one_process_led_throughout_and_stops_on_sigterm(
+    fx: &mut Rotation,
+) -> anyhow::Result<ExitStatus> {
+    fx.operator.alive()?;
     ensure!(
-        lease_holder(&client, &ns).await? == identity,
+        lease_holder(&fx.client, &fx.ns).await? == fx.identity,
         "another operator holds the Lease at the end"
     );
-    let last = samples(&scrape_text(&admin_addr).await?);
+    let last = samples(&scrape_text(&fx.admin_addr).await?);
     ensure!(
         metric(&last, m::LEADER_ACQUISITIONS) == 1.0 && metric(&last, m::LEADER) == 1.0,
         "the operator's leadership was interrupted: {} acquisitions",
@@ -950,16 +1088,42 @@ async fn master_key_rotates_without_a_restart_and_secrets_stay_out_of_logs() -> 
         "sessions lost at the end: {:?}",
         last.get(m::SESSIONS_LOST)
     );
-    let exit = operator.terminate().await?;
+    let exit = fx.operator.terminate().await?;
     ensure!(exit.success(), "the operator exited with {exit} on SIGTERM");
-    runner.stop();
+    if let Some(runner) = fx.runner.take() {
+        runner.stop();
+    }
+    Ok(exit)
+}
 
-    // 2. Secrets never in logs.
-    let mut secrets = forms("the first master key", &key1, &raw1);
-    secrets.extend(forms("the second master key", &key2, &raw2));
-    secrets.extend(forms("the old world token", &token1, &unhex(&token1)?));
-    secrets.extend(forms("the new world token", &token2, &unhex(&token2)?));
-    let text = fs::read(&operator_log)?;
+/// What the log scenarios found, for the summary.
+struct Logs {
+    /// The operator's log, as JSON lines.
+    lines: Vec<Value>,
+    debug_lines: usize,
+    secret_applies: usize,
+    cell_log_bytes: usize,
+    cell_log_count: usize,
+    secret_forms: usize,
+}
+
+/// 2. Secrets never in logs: neither master key nor any world token, in any of
+///    the forms it exists in, appears in the operator's JSON log at debug level
+///    (which did log the token Secret being applied at creation, at the rotation
+///    and when `previous-key` went) or in any of the four cells' logs.
+fn scenario_no_key_or_token_in_any_log(
+    fx: &Rotation,
+    keys: [&Key; 2],
+    tokens: [&str; 2],
+) -> anyhow::Result<Logs> {
+    let [key1, key2] = keys;
+    let [token1, token2] = tokens;
+    let operator_log = &fx.operator_log;
+    let mut secrets = forms("the first master key", &key1.text, &key1.raw);
+    secrets.extend(forms("the second master key", &key2.text, &key2.raw));
+    secrets.extend(forms("the old world token", token1, &unhex(token1)?));
+    secrets.extend(forms("the new world token", token2, &unhex(token2)?));
+    let text = fs::read(operator_log)?;
     let found = leaks(&text, &secrets);
     ensure!(
         found.is_empty(),
@@ -968,7 +1132,7 @@ async fn master_key_rotates_without_a_restart_and_secrets_stay_out_of_logs() -> 
     );
     // The grep means something only if the log saw the tokens being handled.
     let lines = json_lines(&String::from_utf8_lossy(&text));
-    let world_key = format!("{ns}/{WORLD}");
+    let world_key = format!("{}/{WORLD}", fx.ns);
     let secret_applies = lines
         .iter()
         .filter(|l| {
@@ -986,9 +1150,40 @@ async fn master_key_rotates_without_a_restart_and_secrets_stay_out_of_logs() -> 
     );
     ensure!(debug_lines > 0, "no debug line in a log at debug level");
 
-    // Correlation: the ids on the reconcile's log lines prefix the Audit-ID of
-    // its API calls (`<id>-<n>`) in the API server's audit log, and end the notes
-    // of its Events.
+    let mut cell_log_bytes = 0;
+    let mut cell_log_count = 0;
+    for entry in fs::read_dir(&fx.cell_logs)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let text = fs::read(&path)?;
+            let found = leaks(&text, &secrets);
+            ensure!(found.is_empty(), "{} holds {found:?}", path.display());
+            cell_log_bytes += text.len();
+            cell_log_count += 1;
+        }
+    }
+    ensure!(
+        cell_log_count == 4,
+        "{cell_log_count} cell logs, expected one for each of c0, c1, c0-0 and c0-1"
+    );
+    Ok(Logs {
+        lines,
+        debug_lines,
+        secret_applies,
+        cell_log_bytes,
+        cell_log_count,
+        secret_forms: secrets.len(),
+    })
+}
+
+/// Correlation: the ids on the reconciles' log lines prefix the Audit-ID of
+/// their API calls (`<id>-<n>`) in the API server's audit log, a write of the
+/// world's token Secret among them, and end the notes of their Events.
+async fn scenario_audit_ids_and_event_notes_carry_the_logs_correlation_ids(
+    fx: &Rotation,
+    lines: &[Value],
+) -> anyhow::Result<()> {
+    let ns = fx.ns.as_str();
     let correlation_ids: BTreeSet<String> = lines
         .iter()
         .filter_map(|l| l["correlation_id"].as_str().map(str::to_owned))
@@ -997,10 +1192,11 @@ async fn master_key_rotates_without_a_restart_and_secrets_stay_out_of_logs() -> 
         !correlation_ids.is_empty(),
         "no log line carries a correlation_id"
     );
-    let from_reconciles: Vec<Value> = env
+    let from_reconciles: Vec<Value> = fx
+        .env
         .audit_events()?
         .into_iter()
-        .filter(|e| e["objectRef"]["namespace"] == ns.as_str())
+        .filter(|e| e["objectRef"]["namespace"] == ns)
         .filter(|e| {
             e["auditID"]
                 .as_str()
@@ -1027,7 +1223,7 @@ async fn master_key_rotates_without_a_restart_and_secrets_stay_out_of_logs() -> 
             e["requestURI"]
         );
     }
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(fx.client.clone(), ns);
     let noted = events
         .list(&ListParams::default())
         .await?
@@ -1043,48 +1239,60 @@ async fn master_key_rotates_without_a_restart_and_secrets_stay_out_of_logs() -> 
         noted > 0,
         "no Event note ends with a correlation id of the operator's log"
     );
-    let mut cell_log_bytes = 0;
-    let mut cell_log_count = 0;
-    for entry in fs::read_dir(&cell_logs)? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "log") {
-            let text = fs::read(&path)?;
-            let found = leaks(&text, &secrets);
-            ensure!(found.is_empty(), "{} holds {found:?}", path.display());
-            cell_log_bytes += text.len();
-            cell_log_count += 1;
-        }
-    }
-    ensure!(
-        cell_log_count == 4,
-        "{cell_log_count} cell logs, expected one for each of c0, c1, c0-0 and c0-1"
-    );
+    Ok(())
+}
+
+/// The scenarios, in order, each on what the one before left (see [`Rotation`]).
+#[tokio::test]
+async fn master_key_rotates_without_a_restart_and_secrets_stay_out_of_logs() -> anyhow::Result<()> {
+    let new = || {
+        let (raw, text) = new_key();
+        Key { raw, text }
+    };
+    let (key1, key2) = (new(), new());
+    let mut fx = Rotation::start(&key1).await?;
+    let before = scenario_the_world_token_is_the_hmac_of_its_uid(&fx, &key1).await?;
+    let rotated =
+        scenario_a_rotated_key_reaches_the_cells_without_a_restart(&mut fx, &before, &key1, &key2).await?;
+    let split = scenario_a_split_after_the_rotation_hands_every_session_over(&fx, &before, &rotated).await?;
+    let families = scenario_the_scrape_passes_promtool_with_every_metric(&split.scrape)?;
+    let dropped =
+        scenario_dropping_the_previous_key_retires_the_old_token(&mut fx, &before, &rotated, &split, &key2)
+            .await?;
+    let exit = scenario_one_process_led_throughout_and_stops_on_sigterm(&mut fx).await?;
+    let logs = scenario_no_key_or_token_in_any_log(&fx, [&key1, &key2], [&before.token1, &rotated.token2])?;
+    scenario_audit_ids_and_event_notes_carry_the_logs_correlation_ids(&fx, &logs.lines).await?;
 
     println!("\n== key rotation: summary ==");
-    println!("operator process {pid} ({identity}) leading throughout, stopped by SIGTERM: {exit}");
     println!(
-        "rotation -> both tokens in the world's Secret {:.2}s, Service fingerprint changed {:.2}s, every cell taking the new token {:.2}s (resync {RESYNC_SECONDS}s)",
-        to_secret.as_secs_f64(),
-        to_service.as_secs_f64(),
-        to_cells.as_secs_f64()
+        "operator process {} ({}) leading throughout, stopped by SIGTERM: {exit}",
+        fx.pid, fx.identity
     );
     println!(
-        "forced split after the rotation: children serving in {:.2}s, {ON_C0} sessions handed over, {total} conserved, 0 lost",
-        split_took.as_secs_f64()
+        "rotation -> both tokens in the world's Secret {:.2}s, Service fingerprint changed {:.2}s, every cell taking the new token {:.2}s (resync {RESYNC_SECONDS}s)",
+        rotated.to_secret.as_secs_f64(),
+        rotated.to_service.as_secs_f64(),
+        rotated.to_cells.as_secs_f64()
+    );
+    println!(
+        "forced split after the rotation: children serving in {:.2}s, {ON_C0} sessions handed over, {} conserved, 0 lost",
+        split.took.as_secs_f64(),
+        before.total
     );
     println!(
         "previous-key removed -> `previous` gone from the Secret {:.2}s, old token refused by every cell {:.2}s",
-        to_drop.as_secs_f64(),
-        to_refused.as_secs_f64()
+        dropped.to_drop.as_secs_f64(),
+        dropped.to_refused.as_secs_f64()
     );
     println!(
-        "logs: operator {} JSON lines ({debug_lines} at debug, {secret_applies} Secret applies), {cell_log_count} cell logs of {cell_log_bytes} bytes, {} secret forms searched: none found",
-        lines.len(),
-        secrets.len()
+        "logs: operator {} JSON lines ({} at debug, {} Secret applies), {} cell logs of {} bytes, {} secret forms searched: none found",
+        logs.lines.len(),
+        logs.debug_lines,
+        logs.secret_applies,
+        logs.cell_log_count,
+        logs.cell_log_bytes,
+        logs.secret_forms
     );
-    println!(
-        "promtool check metrics: clean on a scrape of {} families",
-        present.len()
-    );
+    println!("promtool check metrics: clean on a scrape of {families} families");
     Ok(())
 }

@@ -18,8 +18,11 @@ pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const APP_NAME: &str = "fleetforge-cell";
 /// Standard label: the tool managing a resource.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-/// Value of [`LABEL_MANAGED_BY`]; also the operator's server-side-apply field manager.
+/// Value of [`LABEL_MANAGED_BY`] on everything the operator creates.
 pub const MANAGER: &str = "fleetforge";
+/// The one field manager every write of the operator goes under, so a
+/// server-side apply of its own owns exactly the fields it wrote before.
+pub const FIELD_MANAGER: &str = MANAGER;
 /// Label: the world (WorldSpec name) a resource belongs to, shortened by
 /// [`label_value`] when longer than 63 characters; the full name is in
 /// [`ANNOTATION_WORLD`].
@@ -64,6 +67,10 @@ pub const ANNOTATION_FORCE_MERGE: &str = "fleetforge.io/force-merge";
 /// removes it once the world has cells.
 pub const ANNOTATION_RESTORE_LAYOUT: &str = "fleetforge.io/restore-layout";
 
+/// Annotation on a WorldSpec naming the user whose request last changed its spec,
+/// stamped by the admission policy in `deploy/audit/`; audit records name it.
+pub const ANNOTATION_CHANGED_BY: &str = "fleetforge.io/changed-by";
+
 /// [`ANNOTATION_ROLE`] value of a cell serving its space.
 pub const ROLE_ACTIVE: &str = "active";
 /// [`ANNOTATION_ROLE`] value of a cell waiting for sessions.
@@ -92,6 +99,21 @@ pub fn world_selector(world: &str) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Label selector (`k=v,...`) matching everything the operator creates for any
+/// world (cell Pods, Services, Secrets): what its caches and a cell runner watch.
+pub fn managed_selector() -> String {
+    format!("{LABEL_MANAGED_BY}={MANAGER},{LABEL_NAME}={APP_NAME}")
+}
+
+/// The JSON pointer (RFC 6901) of annotation `key` in an object, for JSON patches:
+/// `~` and the `/` every prefixed key has are escaped.
+pub fn annotation_pointer(key: &str) -> String {
+    format!(
+        "/metadata/annotations/{}",
+        key.replace('~', "~0").replace('/', "~1")
+    )
 }
 
 /// Why an annotation value could not be read.
@@ -233,6 +255,26 @@ mod tests {
             world_selector("arena"),
             "app.kubernetes.io/managed-by=fleetforge,app.kubernetes.io/name=fleetforge-cell,fleetforge.io/world=arena"
         );
+    }
+
+    #[test]
+    fn the_managed_selector_matches_every_world_and_nothing_else() {
+        let selector = managed_selector();
+        let world = world_labels("arena");
+        for term in selector.split(',') {
+            let (k, v) = term.split_once('=').unwrap();
+            assert_eq!(world.get(k).map(String::as_str), Some(v), "{term}");
+        }
+        assert!(!selector.contains(LABEL_WORLD), "{selector}");
+    }
+
+    #[test]
+    fn annotation_pointers_escape_slashes_and_tildes() {
+        assert_eq!(
+            annotation_pointer(ANNOTATION_FORCE_SPLIT),
+            "/metadata/annotations/fleetforge.io~1force-split"
+        );
+        assert_eq!(annotation_pointer("a~b/c"), "/metadata/annotations/a~0b~1c");
     }
 
     #[test]

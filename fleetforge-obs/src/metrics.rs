@@ -28,6 +28,9 @@ pub const CELLS_CREATED: &str = "fleetforge_cells_created_total";
 pub const CELLS_RETIRED: &str = "fleetforge_cells_retired_total";
 /// Failed Kubernetes API calls, by `verb` and HTTP `code`.
 pub const API_ERRORS: &str = "fleetforge_api_errors_total";
+/// Failed reconciles, by `kind` of failure (`conflict`, `throttled`,
+/// `forbidden`, ...): what to do about a failure depends on its kind.
+pub const RECONCILE_ERRORS: &str = "fleetforge_reconcile_errors_total";
 /// 1 while this instance holds the leader lease, else 0.
 pub const LEADER: &str = "fleetforge_leader";
 /// Permissions the operator holds beyond its documented set (startup self-check).
@@ -72,6 +75,7 @@ pub const ALL: &[&str] = &[
     CELLS_RETIRED,
     CELL_READY_DURATION,
     API_ERRORS,
+    RECONCILE_ERRORS,
     LEADER,
     EXCESS_PERMISSIONS,
     LEADER_ACQUISITIONS,
@@ -128,6 +132,10 @@ pub fn describe() {
     describe_counter!(
         API_ERRORS,
         "Failed Kubernetes API calls, by verb and HTTP status code."
+    );
+    describe_counter!(
+        RECONCILE_ERRORS,
+        "Failed reconciles, by kind of failure (conflict, throttled, forbidden, ...)."
     );
     describe_gauge!(LEADER, "1 while this instance holds the leader lease, else 0.");
     describe_counter!(LEADER_ACQUISITIONS, "Leader elections this instance won.");

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context as _, ensure};
 use common::*;
 use fleetforge_crd::WorldSpec;
-use fleetforge_testenv::{Options, Profile, TestEnv, workspace_root};
+use fleetforge_testenv::{Options, Profile, TestEnv, workspace_root, yaml};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Client;
@@ -36,8 +36,8 @@ const DESIGNERS: &str = "game-designers";
 /// Server-side applies every object in `file` (relative to the workspace root).
 async fn apply_file(client: &Client, file: &str) -> anyhow::Result<()> {
     let discovery = Discovery::new(client.clone()).run().await?;
-    for value in yaml_docs(&workspace_root().join(file))? {
-        let obj: DynamicObject = serde_yaml_ng::from_value(value)?;
+    for value in yaml::file_documents(&workspace_root().join(file))? {
+        let obj: DynamicObject = serde_json::from_value(value)?;
         apply(client, &discovery, &obj, "fleetforge-audit-test", false)
             .await
             .with_context(|| format!("from {file}"))?;

@@ -20,7 +20,7 @@ use fleetforge_crd::keys::{
     ANNOTATION_BOUNDS, ANNOTATION_CELL, ANNOTATION_FORCE_SPLIT, ANNOTATION_RESTORE_LAYOUT, ANNOTATION_ROLE,
     ROLE_ACTIVE,
 };
-use fleetforge_operator::backup::WorldBackup;
+use fleetforge_operator::commands::backup::WorldBackup;
 use fleetforge_testenv::{Options, Profile, TestEnv};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};

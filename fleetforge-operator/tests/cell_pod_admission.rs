@@ -8,8 +8,9 @@ use anyhow::{Context as _, bail, ensure};
 use common::sample_world;
 use fleetforge_core::{Action, Health, Observed, Role, Timestamp, plan};
 use fleetforge_crd::{WorldSpec, to_world};
-use fleetforge_operator::cell_token::TokenKeys;
-use fleetforge_operator::{desired_pod, desired_service, desired_token_secret, observed_cell};
+use fleetforge_operator::cells::tokens::TokenKeys;
+use fleetforge_operator::mapping::cell_pod::{desired_pod, desired_service, desired_token_secret};
+use fleetforge_operator::mapping::observe::observed_cell;
 use fleetforge_testenv::{Profile, TestEnv};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{Api, PostParams};
@@ -47,7 +48,10 @@ async fn cell_pod_and_service_are_admitted_under_restricted_pod_security() -> an
         .0;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     secrets
-        .create(&PostParams::default(), &desired_token_secret(&ws, &tokens)?)
+        .create(
+            &PostParams::default(),
+            &desired_token_secret(&ws, &tokens.current, tokens.previous.as_deref())?,
+        )
         .await?;
     let spec_json = serde_json::to_string(&desired.spec)?;
     ensure!(

@@ -6,17 +6,18 @@
 
 mod common;
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, ensure};
+use anyhow::{Context as _, bail};
 use common::*;
 use fleetforge_crd::WorldSpec;
 use fleetforge_crd::keys::{
     ANNOTATION_CELL, ANNOTATION_FORCE_MERGE, ANNOTATION_FORCE_SPLIT, ANNOTATION_REVISION, ANNOTATION_ROLE,
     LABEL_CELL, LABEL_MANAGED_BY, LABEL_WORLD, ROLE_INCOMING,
 };
-use fleetforge_operator::service_name;
+use fleetforge_operator::mapping::cell_pod::service_name;
 use fleetforge_testenv::{Options, Profile, TestEnv};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::events::v1::Event;
@@ -26,6 +27,10 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 
 const CONVERGE: Duration = Duration::from_secs(60);
+/// The steady-world test's resync: a steady world is still reconciled this often.
+const STEADY_RESYNC: Duration = Duration::from_secs(1);
+/// Reconciles of the steady world, with no write, that prove it steady.
+const STEADY_RECONCILES: u64 = 3;
 
 async fn env() -> anyhow::Result<&'static TestEnv> {
     static ENV: OnceCell<TestEnv> = OnceCell::const_new();
@@ -72,7 +77,9 @@ async fn a_world_becomes_ready_cells_and_a_steady_world_writes_nothing() -> anyh
     let env = env().await?;
     let client = env.client().await?;
     let ns = env.create_restricted_namespace("converge").await?;
-    let operator = InProcess::start(env, &ns, Duration::from_secs(1)).await?;
+    // Counts this test's reconciles only, all of them meadow's: its operator's only world.
+    let reconciles = ThreadReconciles::install();
+    let operator = InProcess::start(env, &ns, STEADY_RESYNC).await?;
 
     let started = Instant::now();
     create_world(&client, &sample_world(&ns, "meadow")?).await?;
@@ -121,17 +128,30 @@ async fn a_world_becomes_ready_cells_and_a_steady_world_writes_nothing() -> anyh
         Some("None")
     );
 
-    // Steady: several resyncs (one a second) and not a single write.
+    // Steady: several resyncs (one a second) and not a single write. The
+    // operator's own reconcile counter says the resyncs happened: the window
+    // lasts until it has counted STEADY_RECONCILES more.
     let writes = env.writes_by(&operator.user, &ns)?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = reconciles.ok();
+    let after = eventually(
+        &format!("{STEADY_RECONCILES} reconciles of the steady world"),
+        CONVERGE,
+        || async {
+            let now = reconciles.ok();
+            Ok((now >= before + STEADY_RECONCILES).then_some(now))
+        },
+    )
+    .await?;
     let later = env.writes_by(&operator.user, &ns)?;
     assert_eq!(later, writes, "a steady world was written to");
     let pod_writes = writes.iter().filter(|w| w.contains(" pods/")).count();
     println!(
-        "figures: 1 world of 4 cells Ready in {:.2}s; {} writes in all ({:.2} per cell, {pod_writes} of them to pods): {writes:?}",
+        "figures: 1 world of 4 cells Ready in {:.2}s; {} writes in all ({:.2} per cell, {pod_writes} of them to pods): {writes:?}; \
+         then {} reconciles wrote nothing",
         to_ready.as_secs_f64(),
         writes.len(),
-        writes.len() as f64 / 4.0
+        writes.len() as f64 / 4.0,
+        after - before
     );
     operator.stop().await
 }
@@ -162,32 +182,35 @@ async fn an_image_change_rolls_out_one_cell_at_a_time_and_initial_cells_repartit
 
     // Watch the roll-out: never more than one replacement cell waiting at once,
     // never fewer than four cells serving.
-    let mut most_incoming = 0;
-    let mut fewest_active = usize::MAX;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let done = loop {
-        let pods = live_cells(&client, &ns, "meadow").await?;
-        let incoming = pods
-            .iter()
-            .filter(|p| annotation(p, ANNOTATION_ROLE) == Some(ROLE_INCOMING))
-            .count();
-        most_incoming = most_incoming.max(incoming);
-        fewest_active = fewest_active.min(pods.len() - incoming);
-        let all_new = pods.len() == 4
-            && pods.iter().all(|p| {
-                annotation(p, ANNOTATION_REVISION).is_some_and(|r| !old.contains(r))
-                    && annotation(p, ANNOTATION_ROLE) != Some(ROLE_INCOMING)
-            });
-        if all_new {
-            break pods;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "not every cell on the new image within 90s: {:?}",
-            cell_ids(&pods)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    // Polled every 50 ms, to catch the roll-out between its steps.
+    let most_incoming = Cell::new(0);
+    let fewest_active = Cell::new(usize::MAX);
+    let done = fleetforge_testenv::eventually(
+        "every cell on the new image",
+        Duration::from_secs(90),
+        Duration::from_millis(50),
+        || async {
+            let pods = live_cells(&client, &ns, "meadow").await?;
+            let incoming = pods
+                .iter()
+                .filter(|p| annotation(p, ANNOTATION_ROLE) == Some(ROLE_INCOMING))
+                .count();
+            most_incoming.set(most_incoming.get().max(incoming));
+            fewest_active.set(fewest_active.get().min(pods.len() - incoming));
+            let all_new = pods.len() == 4
+                && pods.iter().all(|p| {
+                    annotation(p, ANNOTATION_REVISION).is_some_and(|r| !old.contains(r))
+                        && annotation(p, ANNOTATION_ROLE) != Some(ROLE_INCOMING)
+                });
+            if all_new {
+                return Ok(Some(pods));
+            }
+            // What a timeout reports.
+            bail!("cells now: {:?}", cell_ids(&pods))
+        },
+    )
+    .await?;
+    let (most_incoming, fewest_active) = (most_incoming.get(), fewest_active.get());
     assert!(
         most_incoming <= 1,
         "{most_incoming} cells were being replaced at once"

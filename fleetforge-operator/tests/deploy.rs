@@ -14,11 +14,13 @@ use std::time::Duration;
 use anyhow::{Context as _, bail, ensure};
 use common::*;
 use fleetforge_crd::WorldSpec;
-use fleetforge_operator::controller::Timing;
-use fleetforge_operator::leader::{Election, LeaderConfig};
-use fleetforge_operator::run::{ControllerSettings, Scope, run_controllers};
-use fleetforge_operator::selfcheck::{Report, SelfCheckError, checks, self_check};
-use fleetforge_testenv::{Options, Profile, TestEnv, workspace_root};
+use fleetforge_operator::app::controllers::{ControllerSettings, run_controllers};
+use fleetforge_operator::config::cli::Scope;
+use fleetforge_operator::ha::leader::{Election, LeaderConfig};
+use fleetforge_operator::ha::selfcheck::{Report, SelfCheckError, checks, self_check};
+use fleetforge_operator::reconcile::context::{Identity, Timing};
+use fleetforge_operator::runtime::clock::Clock;
+use fleetforge_testenv::{Options, Profile, TestEnv, workspace_root, yaml};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
@@ -40,9 +42,9 @@ fn base_objects() -> anyhow::Result<Vec<DynamicObject>> {
     let mut objects = Vec::new();
     for file in kustomization["resources"].as_sequence().context("no resources")? {
         let path = dir.join(file.as_str().context("resource is not a path")?);
-        for value in yaml_docs(&path)? {
-            let obj: DynamicObject = serde_yaml_ng::from_value(value)
-                .with_context(|| format!("an object in {}", path.display()))?;
+        for value in yaml::file_documents(&path)? {
+            let obj: DynamicObject =
+                serde_json::from_value(value).with_context(|| format!("an object in {}", path.display()))?;
             objects.push(obj);
         }
     }
@@ -101,6 +103,7 @@ async fn the_operator_runs_with_the_shipped_rbac_only() -> anyhow::Result<()> {
             renew_deadline: Duration::from_secs(10),
             retry_period: Duration::from_secs(2),
         },
+        Clock::system(),
     );
     let mut is_leader = election.is_leader.clone();
     tokio::time::timeout(Duration::from_secs(30), is_leader.wait_for(|l| *l))
@@ -111,9 +114,13 @@ async fn the_operator_runs_with_the_shipped_rbac_only() -> anyhow::Result<()> {
         scope: Scope::All,
         concurrency: 4,
         timing: Timing::default(),
-        instance: "rbac-test".to_owned(),
+        identity: Identity {
+            instance: "rbac-test".to_owned(),
+            user: None,
+        },
         sampling: None,
-        tokens: std::sync::Arc::new(fleetforge_operator::cell_token::TokenKeys::ephemeral()?),
+        tokens: std::sync::Arc::new(fleetforge_operator::cells::tokens::TokenKeys::ephemeral()?),
+        clock: Clock::system(),
     };
     let controllers = tokio::spawn(run_controllers(operator.clone(), settings, stop_rx, || {}));
 
@@ -422,8 +429,8 @@ async fn every_manifest_under_deploy_passes_a_server_side_dry_run() -> anyhow::R
     // A dry run does not create what the others live in: the operator's
     // namespace for real, and a game namespace for the per-namespace cell
     // manifests (applied with `kubectl apply -n <game namespace>`).
-    let namespace = yaml_docs(&deploy.join("namespace.yaml"))?;
-    let namespace: DynamicObject = serde_yaml_ng::from_value(namespace[0].clone())?;
+    let namespace = yaml::file_documents(&deploy.join("namespace.yaml"))?;
+    let namespace: DynamicObject = serde_json::from_value(namespace[0].clone())?;
     apply(&admin, &discovery, &namespace, false).await?;
     let game_ns = env.create_restricted_namespace("deploy-dry-run").await?;
 
@@ -466,9 +473,9 @@ async fn every_manifest_under_deploy_passes_a_server_side_dry_run() -> anyhow::R
             }
             continue;
         }
-        for doc in yaml_docs(&path)? {
+        for doc in yaml::file_documents(&path)? {
             let mut obj: DynamicObject =
-                serde_yaml_ng::from_value(doc).with_context(|| format!("an object in {file}"))?;
+                serde_json::from_value(doc).with_context(|| format!("an object in {file}"))?;
             ensure!(
                 obj.types.is_some(),
                 "{file} holds a document without apiVersion/kind"

@@ -1,6 +1,7 @@
 //! The operator binary as a deployment runs it: several replicas against one API
-//! server, one leader through a Lease, hand-over on SIGTERM (released at once)
-//! and on SIGKILL (after the lease duration), and the admin endpoints.
+//! server, one leader through a Lease, hand-over on SIGTERM (released at once,
+//! well before the old term would have run out) and on SIGKILL (after the lease
+//! duration), and the admin endpoints.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -13,13 +14,20 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use common::*;
 use fleetforge_testenv::{Profile, TestEnv};
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Client;
 use kube::api::{Api, ListParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LEASE: &str = "fleetforge-test";
+/// The first leader's lease duration: long, so that a standby that waited for
+/// its term to run out instead of taking the released Lease would be caught.
+const LONG_LEASE_SECONDS: i64 = 15;
+/// Everyone else's: short, so the SIGKILL hand-over, which must wait it out,
+/// stays quick.
+const SHORT_LEASE_SECONDS: i64 = 3;
 
 /// One operator process, its stderr in a file.
 struct Replica {
@@ -29,14 +37,15 @@ struct Replica {
 }
 
 impl Replica {
-    fn start(env: &TestEnv, ns: &str, identity: &str) -> anyhow::Result<Self> {
+    fn start(env: &TestEnv, ns: &str, identity: &str, lease_seconds: i64) -> anyhow::Result<Self> {
         let log = env.dir().join(format!("{identity}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_fleetforge-operator"))
             .args(["--kubeconfig"])
             .arg(env.admin_kubeconfig())
             .args(["--namespaces", ns, "--lease-namespace", ns, "--lease-name", LEASE])
             .args(["--identity", identity, "--admin-addr", "127.0.0.1:0"])
-            .args(["--lease-duration-seconds", "3", "--renew-deadline-seconds", "2"])
+            .args(["--lease-duration-seconds", &lease_seconds.to_string()])
+            .args(["--renew-deadline-seconds", "2"])
             .args(["--retry-period-seconds", "0.5", "--busy-requeue-seconds", "0.5"])
             .args(["--log-format", "json", "--log", "info"])
             .stdout(Stdio::null())
@@ -79,14 +88,23 @@ impl Drop for Replica {
     }
 }
 
-async fn holder(client: &Client, ns: &str) -> anyhow::Result<Option<String>> {
+async fn lease(client: &Client, ns: &str) -> anyhow::Result<Option<LeaseSpec>> {
     let lease = Api::<Lease>::namespaced(client.clone(), ns)
         .get_opt(LEASE)
         .await?;
-    Ok(lease
-        .and_then(|l| l.spec)
+    Ok(lease.and_then(|l| l.spec))
+}
+
+async fn holder(client: &Client, ns: &str) -> anyhow::Result<Option<String>> {
+    Ok(lease(client, ns)
+        .await?
         .and_then(|s| s.holder_identity)
         .filter(|h| !h.is_empty()))
+}
+
+/// A Lease time in milliseconds since the epoch.
+fn millis(t: Option<&MicroTime>) -> anyhow::Result<i64> {
+    Ok(t.context("the Lease lacks a time")?.0.as_millisecond())
 }
 
 /// Waits for a holder other than `not`, returning it and how long it took.
@@ -136,12 +154,13 @@ async fn one_leader_reconciles_and_a_standby_takes_over_on_sigterm_and_sigkill()
     let env = TestEnv::shared(Profile::ApiServer).await?;
     let client = env.client().await?;
     let ns = env.create_namespace("leader").await?;
-    let replicas: Vec<Replica> = ["op-a", "op-b", "op-c"]
-        .iter()
-        .map(|id| Replica::start(env, &ns, id))
-        .collect::<anyhow::Result<_>>()?;
-
+    // op-a starts alone, so it is the first leader and holds the Lease on the long
+    // duration; the others join as standbys.
+    let mut replicas = vec![Replica::start(env, &ns, "op-a", LONG_LEASE_SECONDS)?];
     let first = eventually("a leader", Duration::from_secs(30), || holder(&client, &ns)).await?;
+    for id in ["op-b", "op-c"] {
+        replicas.push(Replica::start(env, &ns, id, SHORT_LEASE_SECONDS)?);
+    }
     let leader = replicas
         .iter()
         .find(|r| r.identity == first)
@@ -186,9 +205,38 @@ async fn one_leader_reconciles_and_a_standby_takes_over_on_sigterm_and_sigkill()
 
     // SIGTERM: the leader finishes, releases the Lease and exits 0; a standby
     // takes over at once.
+    let held = lease(&client, &ns).await?.context("no Lease")?;
+    ensure!(
+        held.holder_identity.as_deref() == Some(first.as_str()),
+        "{held:?}"
+    );
+    ensure!(
+        held.lease_duration_seconds == Some(LONG_LEASE_SECONDS as i32),
+        "{held:?}"
+    );
     leader.signal("TERM")?;
     let (second, term_gap) = new_holder(&client, &ns, &first).await?;
-    let mut replicas = replicas;
+    // What justifies the election: the standby held the Lease before the old
+    // holder's term would have run out. Both times come from the Lease, written by
+    // the two operators (one machine, one clock); `held` was read before the
+    // signal, so the old holder's real last renewal is no earlier and the bound
+    // only gets stricter.
+    let taken = lease(&client, &ns).await?.context("no Lease")?;
+    ensure!(
+        taken.holder_identity.as_deref() == Some(second.as_str()),
+        "{taken:?}"
+    );
+    let expiry = millis(held.renew_time.as_ref())? + LONG_LEASE_SECONDS * 1000;
+    let acquired = millis(taken.acquire_time.as_ref())?;
+    ensure!(
+        acquired < expiry,
+        "{second} acquired the Lease at {:?}, not before {first}'s term ran out at {expiry} ms",
+        taken.acquire_time
+    );
+    ensure!(
+        taken.lease_transitions > held.lease_transitions,
+        "a new holder is a transition: {held:?} then {taken:?}"
+    );
     let idx = replicas.iter().position(|r| r.identity == first).unwrap();
     let mut stopped = replicas.remove(idx);
     let status = tokio::task::spawn_blocking(move || stopped.child.wait()).await??;
@@ -237,7 +285,8 @@ async fn one_leader_reconciles_and_a_standby_takes_over_on_sigterm_and_sigkill()
     ensure!(log.contains("intruder"), "the exit names the new holder: {log}");
 
     println!(
-        "figures: leader hand-over gap on SIGTERM {:.3}s, on SIGKILL {:.3}s (lease duration 3s)",
+        "figures: leader hand-over gap on SIGTERM {:.3}s (lease duration {LONG_LEASE_SECONDS}s), \
+         on SIGKILL {:.3}s (lease duration {SHORT_LEASE_SECONDS}s)",
         term_gap.as_secs_f64(),
         kill_gap.as_secs_f64()
     );

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::eventually;
-use fleetforge_operator::selfcheck::{checks, self_check, warn_excess, whoami};
+use fleetforge_operator::ha::selfcheck::{checks, self_check, warn_excess, whoami};
 use fleetforge_testenv::{Options, Profile, TestEnv};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;

@@ -2,9 +2,10 @@
 //!
 //! [`TestEnv::start`] runs etcd and kube-apiserver (profile [`Profile::ApiServer`]),
 //! and optionally kube-controller-manager, kube-scheduler and kwok with fake nodes
-//! ([`Profile::Cluster`]), on free loopback ports in a fresh temporary directory; it
-//! installs every CRD in `deploy/crd/`, waits until they are Established, and tears
-//! everything down when dropped. The binaries come from `cargo xtask k8s`.
+//! ([`Profile::Cluster`]), in a fresh temporary directory (etcd on a unix socket in
+//! it, the API server on a loopback port of its own); it installs every CRD in
+//! `deploy/crd/`, waits until they are Established, and tears everything down when
+//! dropped. The binaries come from `cargo xtask k8s`.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -18,13 +19,14 @@
 
 mod pki;
 mod poll;
+mod ports;
 mod process;
 pub mod runner;
+pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -101,6 +103,10 @@ pub struct Options {
     pub audit_policy: Option<String>,
     /// Longest wait for the control plane to become ready.
     pub ready_timeout: Duration,
+    /// The loopback port kube-apiserver tries first; `None` picks one. Should the
+    /// port be taken, it moves to another (see [`TestEnv::server_url`] for the one
+    /// it serves on).
+    pub api_port: Option<u16>,
 }
 
 /// A loopback /16 for Pod IPs, `127.N.0.0/16` with N from 1 to 250 picked by the
@@ -128,6 +134,7 @@ impl Options {
             node_monitor_grace_period: Duration::from_secs(10),
             audit_policy: None,
             ready_timeout: Duration::from_secs(120),
+            api_port: None,
         }
     }
 
@@ -148,7 +155,17 @@ impl Options {
         self.crd_dir = dir;
         self
     }
+
+    /// Sets [`Options::api_port`].
+    pub fn api_port(mut self, port: u16) -> Options {
+        self.api_port = Some(port);
+        self
+    }
 }
+
+/// Ports kube-apiserver is started on before the start fails: each one after the
+/// first is taken only when the previous one was in use.
+const API_PORT_ATTEMPTS: u32 = 5;
 
 /// Records every request's metadata, and full bodies for FleetForge's own API group;
 /// leaves out the health probes and lease heartbeats that would drown the rest.
@@ -213,23 +230,8 @@ impl TestEnv {
         cell.get_or_try_init(|| TestEnv::start(profile)).await
     }
 
-    /// Starts a control plane. A port taken between probing and binding (another test
-    /// binary starting at the same moment) makes it try again with new ports.
+    /// Starts a control plane.
     pub async fn start_with(options: Options) -> anyhow::Result<TestEnv> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match TestEnv::try_start(&options).await {
-                Ok(env) => return Ok(env),
-                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
-                    eprintln!("[fleetforge-testenv] port clash, retrying: {e:#}");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    async fn try_start(options: &Options) -> anyhow::Result<TestEnv> {
         let started = Instant::now();
         let profile = options.profile;
         let bin = bin_dir()?;
@@ -256,16 +258,12 @@ impl TestEnv {
         fs::create_dir_all(&logs)?;
         let pki = Pki::create(&dir.join("pki"))?;
 
-        let etcd_port = free_port()?;
-        let etcd_peer_port = free_port()?;
-        let api_port = free_port()?;
-        let server = format!("https://127.0.0.1:{api_port}");
-
         let mut env = TestEnv {
             profile,
             options: options.clone(),
             dir: dir.clone(),
-            server,
+            // Set once kube-apiserver has a port (see `start_apiserver`).
+            server: String::new(),
             admin_kubeconfig: PathBuf::new(),
             audit_log: dir.join("audit.log"),
             pki,
@@ -275,10 +273,19 @@ impl TestEnv {
             users: Mutex::new(BTreeMap::new()),
             janitor: Some(janitor),
         };
-        env.admin_kubeconfig = env.kubeconfig_for("admin", &["system:masters"])?;
 
-        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let peer_url = format!("http://127.0.0.1:{etcd_peer_port}");
+        // etcd takes no port: its clients (the API server alone) reach it on a unix
+        // socket in the environment's directory, and its peer listener, which a
+        // one-member cluster never dials, binds port 0.
+        let socket = dir.join("etcd.sock");
+        // sun_path holds 108 bytes with its terminating NUL.
+        ensure!(
+            socket.as_os_str().len() < 108,
+            "{} is too long a path for a unix socket: point TMPDIR at a shorter directory",
+            socket.display()
+        );
+        let etcd_url = format!("unix://{}", socket.display());
+        let peer_url = "http://127.0.0.1:0";
         env.spawn(
             "etcd",
             &bin,
@@ -313,7 +320,6 @@ impl TestEnv {
         let api_args = vec![
             format!("--etcd-servers={etcd_url}"),
             "--bind-address=127.0.0.1".to_owned(),
-            format!("--secure-port={api_port}"),
             // 1.37 rejects a loopback advertise address unless the endpoint reconciler
             // (which would publish it as the `kubernetes` Service endpoint) is off.
             "--advertise-address=127.0.0.1".to_owned(),
@@ -340,8 +346,8 @@ impl TestEnv {
             "--max-mutating-requests-inflight=1000".to_owned(),
             "--profiling=false".to_owned(),
         ];
-        env.spawn("kube-apiserver", &bin, &api_args, &[])?;
-        env.wait_apiserver_ready(started + options.ready_timeout).await?;
+        env.start_apiserver(&bin, &api_args, started + options.ready_timeout)
+            .await?;
 
         if profile == Profile::Cluster {
             env.start_cluster_components(&bin, &stages)?;
@@ -400,28 +406,91 @@ impl TestEnv {
         Ok(())
     }
 
+    /// Starts kube-apiserver with `args` (all but its port) and waits until it is
+    /// ready: on [`Options::api_port`] or else a [`ports::candidate`], and, each
+    /// time the server exits because its port is taken, once more on another, up to
+    /// [`API_PORT_ATTEMPTS`] ports. The server cannot be handed a bound listener
+    /// nor port 0 (see [`ports`]), so this is the one place a port is chosen.
+    async fn start_apiserver(
+        &mut self,
+        bin: &Path,
+        args: &[String],
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
+        let mut port = self.options.api_port.unwrap_or_else(ports::candidate);
+        let mut attempt = 1;
+        loop {
+            self.server = format!("https://127.0.0.1:{port}");
+            self.admin_kubeconfig = self.kubeconfig_for("admin", &["system:masters"])?;
+            let mut with_port = args.to_vec();
+            with_port.push(format!("--secure-port={port}"));
+            self.spawn("kube-apiserver", bin, &with_port, &[])?;
+            match self.wait_apiserver_ready(deadline).await {
+                Err(e) if attempt < API_PORT_ATTEMPTS && self.drop_port_clash("kube-apiserver", port)? => {
+                    eprintln!(
+                        "[fleetforge-testenv] port {port} is taken, kube-apiserver tries another: {}",
+                        format!("{e:#}").lines().next().unwrap_or_default()
+                    );
+                    port = ports::candidate();
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// If component `name` has exited saying its port was taken, forgets it (its log
+    /// kept as `<name>-port-<port>.log`) and says so.
+    fn drop_port_clash(&self, name: &str, port: u16) -> anyhow::Result<bool> {
+        let mut procs = self.lock_processes();
+        let Some(i) = procs.iter_mut().position(|p| {
+            p.name == name
+                && p.exited().is_some()
+                && ports::is_port_clash(&fs::read_to_string(&p.log).unwrap_or_default())
+        }) else {
+            return Ok(false);
+        };
+        let gone = procs.remove(i);
+        fs::rename(
+            &gone.log,
+            self.dir.join("logs").join(format!("{name}-port-{port}.log")),
+        )?;
+        Ok(true)
+    }
+
     async fn wait_apiserver_ready(&self, deadline: Instant) -> anyhow::Result<()> {
         let client = self.client().await?;
-        let mut last;
-        loop {
-            self.check_alive()?;
-            let req = http::Request::get("/readyz").body(Vec::new())?;
-            match tokio::time::timeout(Duration::from_secs(5), client.request_text(req)).await {
-                Ok(Ok(body)) if body.trim() == "ok" => return Ok(()),
-                Ok(Ok(body)) => last = body,
-                Ok(Err(e)) => last = e.to_string(),
-                Err(_) => last = "timed out".to_owned(),
-            }
-            if Instant::now() >= deadline {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        // A component that exits ends the wait at once: its error is the outcome.
+        let outcome = eventually(
+            "kube-apiserver ready",
+            timeout,
+            Duration::from_millis(200),
+            || async {
+                if let Err(exited) = self.check_alive() {
+                    return Ok(Some(Err(exited)));
+                }
+                let req = http::Request::get("/readyz").body(Vec::new())?;
+                match tokio::time::timeout(Duration::from_secs(5), client.request_text(req)).await {
+                    Ok(Ok(body)) if body.trim() == "ok" => Ok(Some(Ok(()))),
+                    Ok(Ok(body)) => bail!("/readyz answered {body}"),
+                    Ok(Err(e)) => bail!("/readyz failed: {e}"),
+                    Err(_) => bail!("/readyz timed out"),
+                }
+            },
+        )
+        .await;
+        match outcome {
+            Ok(ready) => ready,
+            Err(not_ready) => {
                 let tail = self
                     .lock_processes()
                     .iter()
                     .find(|p| p.name == "kube-apiserver")
                     .map(|p| p.log_tail(30))
                     .unwrap_or_default();
-                bail!("kube-apiserver not ready in time (last /readyz: {last}); its log ends:\n{tail}");
+                bail!("{not_ready:#}; its log ends:\n{tail}");
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -526,19 +595,22 @@ impl TestEnv {
         }
         for crd in &crds {
             let name = crd.metadata.name.as_deref().unwrap_or_default();
-            loop {
-                let got = api.get(name).await?;
-                let established = got
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
-                if established {
-                    break;
-                }
-                ensure!(Instant::now() < deadline, "CRD {name} not Established in time");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            eventually(
+                &format!("CRD {name} Established"),
+                timeout,
+                Duration::from_millis(100),
+                || async {
+                    let got = api.get(name).await?;
+                    let established = got
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+                    Ok(established.then_some(()))
+                },
+            )
+            .await?;
         }
         Ok(())
     }
@@ -739,14 +811,13 @@ impl TestEnv {
             .await?;
         if self.profile == Profile::Cluster {
             let sas: Api<ServiceAccount> = Api::namespaced(client, &name);
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while sas.get_opt("default").await?.is_none() {
-                ensure!(
-                    Instant::now() < deadline,
-                    "no default ServiceAccount in {name} after 60s"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            eventually(
+                &format!("the default ServiceAccount in {name}"),
+                Duration::from_secs(60),
+                Duration::from_millis(100),
+                || async { Ok(sas.get_opt("default").await?.map(drop)) },
+            )
+            .await?;
         }
         Ok(name)
     }
@@ -834,24 +905,20 @@ impl TestEnv {
     /// Waits until node `name`'s Ready condition is (`ready`) or is not (`!ready`) True.
     pub async fn wait_node_ready(&self, name: &str, ready: bool, timeout: Duration) -> anyhow::Result<()> {
         let nodes: Api<Node> = Api::all(self.client().await?);
-        let deadline = Instant::now() + timeout;
-        loop {
+        let what = format!("node {name} {}", if ready { "Ready" } else { "NotReady" });
+        // A component that exits ends the wait at once: its error is the outcome.
+        eventually(&what, timeout, Duration::from_millis(100), || async {
             let is_ready = nodes.get_opt(name).await?.is_some_and(|n| {
                 n.status
                     .and_then(|s| s.conditions)
                     .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
             });
             if is_ready == ready {
-                return Ok(());
+                return Ok(Some(Ok(())));
             }
-            self.check_alive()?;
-            ensure!(
-                Instant::now() < deadline,
-                "node {name} did not become {} within {timeout:?}",
-                if ready { "Ready" } else { "NotReady" }
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            Ok(self.check_alive().err().map(Err))
+        })
+        .await?
     }
 
     /// Stops every process and removes the directory now (also done on drop).
@@ -949,7 +1016,6 @@ pub fn workspace_crd_dir() -> PathBuf {
 /// Every CustomResourceDefinition in the `*.yaml`/`*.yml` files of `dir` (multi-document
 /// files allowed); none when the directory does not exist.
 pub fn read_crds(dir: &Path) -> anyhow::Result<Vec<CustomResourceDefinition>> {
-    use serde::Deserialize as _;
     let Ok(entries) = fs::read_dir(dir) else {
         return Ok(Vec::new());
     };
@@ -960,13 +1026,7 @@ pub fn read_crds(dir: &Path) -> anyhow::Result<Vec<CustomResourceDefinition>> {
     files.sort();
     let mut crds = Vec::new();
     for file in files {
-        let text = fs::read_to_string(&file)?;
-        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-            let value =
-                serde_json::Value::deserialize(doc).with_context(|| format!("parsing {}", file.display()))?;
-            if value.is_null() {
-                continue;
-            }
+        for value in yaml::file_documents(&file)? {
             if value["kind"] != "CustomResourceDefinition" {
                 continue;
             }
@@ -1014,11 +1074,6 @@ fn write_kubeconfig(
     });
     fs::write(path, serde_json::to_string_pretty(&config)?)?;
     Ok(())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// Lower-case letters, digits and `-`: valid in file names and namespace names.

@@ -36,7 +36,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Secret};
 use kube::Client;
@@ -44,9 +44,6 @@ use kube::api::Api;
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
 use tokio::task::JoinHandle;
-
-/// Label selector of the Pods a [`CellRunner`] runs: those the operator manages.
-pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=fleetforge";
 
 /// Longest grace a stopping process gets, whatever its Pod asks: a test should not sit
 /// through the 30 s default for a process that ignores SIGTERM.
@@ -96,7 +93,8 @@ impl fmt::Debug for CellRunner {
 }
 
 impl CellRunner {
-    /// Starts watching Pods labelled [`MANAGED_BY_SELECTOR`] in all namespaces with
+    /// Starts watching the Pods the operator manages (its
+    /// [`managed_selector`](fleetforge_crd::keys::managed_selector)) in all namespaces with
     /// `client` (which must be allowed to watch Pods and read Secrets: the admin of
     /// [`crate::TestEnv::client`] is), running `binary` for each, with logs and
     /// Secret files under `log_dir` (created if missing). Must be called within a
@@ -202,29 +200,27 @@ impl CellRunner {
 
     /// Waits until Pod `namespace/pod` has a live process and returns its pid.
     pub async fn wait_running(&self, namespace: &str, pod: &str, timeout: Duration) -> anyhow::Result<u32> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let what = format!("a running process for pod {namespace}/{pod}");
+        crate::poll::eventually(&what, timeout, POLL, || async {
             if let Some(pid) = self.pid(namespace, pod) {
-                return Ok(pid);
+                return Ok(Some(pid));
             }
-            if Instant::now() >= deadline {
-                let ended = self
-                    .shared
-                    .lock()
-                    .cells
-                    .iter()
-                    .any(|(k, c)| k.is(namespace, pod) && matches!(c.phase, Phase::Done));
-                let log = self.log_path(namespace, pod);
-                if ended {
-                    bail!(
-                        "the process of pod {namespace}/{pod} has already ended; see {}",
-                        log.display()
-                    );
-                }
-                bail!("pod {namespace}/{pod} has no running process after {timeout:?}");
-            }
-            tokio::time::sleep(POLL).await;
-        }
+            // Not the end of the wait (a new Pod of that name may still come), but
+            // what the timeout reports.
+            let ended = self
+                .shared
+                .lock()
+                .cells
+                .iter()
+                .any(|(k, c)| k.is(namespace, pod) && matches!(c.phase, Phase::Done));
+            ensure!(
+                !ended,
+                "the process of pod {namespace}/{pod} has already ended; see {}",
+                self.log_path(namespace, pod).display()
+            );
+            Ok(None)
+        })
+        .await
     }
 
     /// Where the output of Pod `namespace/pod`'s process goes:
@@ -398,7 +394,7 @@ fn sigterm(pid: u32) -> anyhow::Result<()> {
 
 async fn watch(shared: Arc<Shared>) {
     let pods: Api<Pod> = Api::all(shared.client.clone());
-    let config = watcher::Config::default().labels(MANAGED_BY_SELECTOR);
+    let config = watcher::Config::default().labels(&fleetforge_crd::keys::managed_selector());
     let mut events = std::pin::pin!(watcher::watcher(pods, config).default_backoff());
     // The Pods of the list in progress: a Pod deleted while the watch was down shows
     // up only as missing from the next list.

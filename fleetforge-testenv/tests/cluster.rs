@@ -4,8 +4,8 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, ensure};
-use fleetforge_testenv::{Options, Profile, TestEnv};
+use anyhow::{Context as _, bail, ensure};
+use fleetforge_testenv::{Options, Profile, TestEnv, eventually};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
@@ -49,19 +49,20 @@ async fn wait_for<F: Fn(&Pod) -> bool>(
     timeout: Duration,
     f: F,
 ) -> anyhow::Result<Pod> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let pod = pods.get(name).await?;
-        if f(&pod) {
-            return Ok(pod);
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "pod {name} not {what} within {timeout:?}: {:?}",
-            pod.status
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        &format!("pod {name} {what}"),
+        timeout,
+        Duration::from_millis(100),
+        || async {
+            let pod = pods.get(name).await?;
+            if f(&pod) {
+                return Ok(Some(pod));
+            }
+            // Reported if time runs out.
+            bail!("its status: {:?}", pod.status)
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -105,14 +106,13 @@ async fn pod_is_scheduled_ready_in_cidr_and_collected_with_its_owner() -> anyhow
     ensure!(in_cidr(&ip, POD_CIDR), "pod IP {ip:?} outside {POD_CIDR}");
 
     owners.delete("owner", &DeleteParams::background()).await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while pods.get_opt("cell-0").await?.is_some() {
-        ensure!(
-            Instant::now() < deadline,
-            "pod not garbage-collected 60s after its owner was deleted"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "pod garbage-collected after its owner was deleted",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async { Ok(pods.get_opt("cell-0").await?.is_none().then_some(())) },
+    )
+    .await?;
     Ok(())
 }
 

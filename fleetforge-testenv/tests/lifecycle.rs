@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::ensure;
-use fleetforge_testenv::{Profile, TestEnv};
+use fleetforge_testenv::{Options, Profile, TestEnv};
 
 #[tokio::test]
 async fn drop_stops_every_process_and_removes_the_directory() -> anyhow::Result<()> {
@@ -31,6 +31,32 @@ async fn drop_stops_every_process_and_removes_the_directory() -> anyhow::Result<
         );
     }
     ensure!(!dir.exists(), "{} outlived the environment", dir.display());
+    Ok(())
+}
+
+/// kube-apiserver can be handed neither a listener nor port 0, so the harness
+/// chooses its port; when that port is taken, the server starts again on another.
+#[tokio::test]
+async fn a_taken_api_server_port_makes_it_start_on_another() -> anyhow::Result<()> {
+    // Held until the end: the API server cannot have it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = taken.local_addr()?.port();
+    let env = TestEnv::start_with(Options::new(Profile::ApiServer).crd_dir(None).api_port(port)).await?;
+    ensure!(
+        !env.server_url().ends_with(&format!(":{port}")),
+        "{} is the taken port",
+        env.server_url()
+    );
+    let clash = env.log_path(&format!("kube-apiserver-port-{port}"));
+    let first = std::fs::read_to_string(&clash)?;
+    ensure!(
+        first.contains("address already in use"),
+        "the first start did not fail on its port: {}",
+        clash.display()
+    );
+    let version = env.client().await?.apiserver_version().await?;
+    ensure!(!version.git_version.is_empty(), "{version:?}");
+    drop(taken);
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
 use fleetforge_testenv::{CellRunner, Profile, TestEnv};
@@ -34,7 +34,7 @@ fn cell_pod(name: &str, out: &Path) -> anyhow::Result<Pod> {
     Ok(serde_json::from_value(json!({
         "metadata": {
             "name": name,
-            "labels": {"app.kubernetes.io/managed-by": "fleetforge"},
+            "labels": {"app.kubernetes.io/managed-by": "fleetforge", "app.kubernetes.io/name": "fleetforge-cell"},
         },
         "spec": {
             "terminationGracePeriodSeconds": 5,
@@ -55,16 +55,13 @@ fn cell_pod(name: &str, out: &Path) -> anyhow::Result<Pod> {
     }))?)
 }
 
-/// Polls `f` until it returns `Some`, failing with `what` at the deadline.
+/// Polls `f` every 100 ms until it returns `Some`, failing with `what` after
+/// `TIMEOUT`: [`fleetforge_testenv::eventually`] for a check that need not wait.
 async fn eventually<T>(what: &str, mut f: impl FnMut() -> anyhow::Result<Option<T>>) -> anyhow::Result<T> {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(value) = f()? {
-            return Ok(value);
-        }
-        ensure!(Instant::now() < deadline, "{what} within {TIMEOUT:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    fleetforge_testenv::eventually(what, TIMEOUT, Duration::from_millis(100), || {
+        std::future::ready(f())
+    })
+    .await
 }
 
 /// The `KEY=value` lines the script recorded, once it has.

@@ -1,9 +1,9 @@
 //! The WorldSpec CRD from `deploy/crd/`, as a real API server serves and enforces it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
-use fleetforge_testenv::{Profile, TestEnv, workspace_crd_dir, workspace_root};
+use fleetforge_testenv::{Profile, TestEnv, eventually, workspace_crd_dir, workspace_root};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use kube::{Client, Error};
 use serde_json::{Value, json};
@@ -76,20 +76,19 @@ async fn openapi_publishes_worldspec_field_docs() -> anyhow::Result<()> {
     let client = env.client().await?;
     // The OpenAPI controller publishes a new CRD's schema shortly after it is
     // Established; poll instead of racing it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let schema = loop {
-        let req = http::Request::get("/openapi/v3/apis/fleetforge.io/v1").body(Vec::new())?;
-        if let Ok(doc) = client.request::<Value>(req).await
-            && let Some(found) = doc["components"]["schemas"]["io.fleetforge.v1.WorldSpec"].as_object()
-        {
-            break Value::Object(found.clone());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "WorldSpec schema not published under /openapi/v3 within 30s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let schema = eventually(
+        "the WorldSpec schema published under /openapi/v3",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let req = http::Request::get("/openapi/v3/apis/fleetforge.io/v1").body(Vec::new())?;
+            let doc = client.request::<Value>(req).await?;
+            Ok(doc["components"]["schemas"]["io.fleetforge.v1.WorldSpec"]
+                .as_object()
+                .map(|found| Value::Object(found.clone())))
+        },
+    )
+    .await?;
     let spec = &schema["properties"]["spec"];
     ensure!(
         spec["description"].as_str().is_some_and(|d| !d.is_empty()),
@@ -435,14 +434,13 @@ async fn rbac_denies_worldspecs_until_a_role_is_bound() -> anyhow::Result<()> {
         .await?;
 
     // The authorizer reads bindings from an informer: allow it a moment to see them.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while list_status(alice.clone(), &ns).await? == Some(403) {
-        ensure!(
-            Instant::now() < deadline,
-            "alice still denied 10s after the RoleBinding"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "alice no longer denied after the RoleBinding",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async { Ok((list_status(alice.clone(), &ns).await? != Some(403)).then_some(())) },
+    )
+    .await?;
     ensure!(
         list_status(alice.clone(), &ns).await?.is_none(),
         "alice should list worldspecs in {ns}"

@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use fleetforge_crd::WorldSpec;
 use fleetforge_crd::keys::{ANNOTATION_BOUNDS, ANNOTATION_CELL, ANNOTATION_WORLD, APP_NAME, LABEL_NAME};
-use fleetforge_operator::cli::Cli;
+use fleetforge_operator::config::cli::Cli;
 use fleetforge_testenv::{CellRunner, Options, Profile, TestEnv};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -106,9 +106,13 @@ async fn demo(root: &Path, cell_sim: &Path, exit: bool) -> anyhow::Result<()> {
         "text",
     ])?;
     let (stop_operator, stopped) = oneshot::channel::<()>();
-    let operator = tokio::spawn(fleetforge_operator::operator::run_until(cli, async move {
-        let _ = stopped.await;
-    }));
+    let operator = tokio::spawn(fleetforge_operator::app::operator::run_until(
+        cli,
+        None,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     println!("operator started");
 
     // Print every cell once it is Ready.

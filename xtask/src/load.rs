@@ -130,7 +130,7 @@ async fn load(root: &Path, binary: &Path, worlds: usize, cells: u32) -> anyhow::
             "--resync-seconds",
             "2",
             "--log",
-            "warn,fleetforge_operator::operator=info",
+            "warn,fleetforge_operator::app::operator=info",
         ])
         // The load run measures the control plane: its cells are kwok Pods with
         // no process behind them, so there is no load to sample and nothing to

@@ -1,11 +1,12 @@
 //! Wiring: reflectors and one controller per watched namespace (or one for all),
-//! started when this instance leads and stopped gracefully.
+//! with their load samplers and the key watch, started when this instance leads
+//! and stopped gracefully.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use fleetforge_crd::WorldSpec;
-use fleetforge_crd::keys::{APP_NAME, LABEL_MANAGED_BY, LABEL_NAME, MANAGER};
+use fleetforge_crd::keys::managed_selector;
 use futures::future::join_all;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -18,33 +19,17 @@ use kube::{Client, Resource};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::backoff::Backoff;
-use crate::cell_client::CellClient;
-use crate::cell_token::TokenKeys;
-use crate::controller::{Context, Timing, error_policy, reconcile};
-use crate::expectations::Expectations;
-use crate::gauges::{Phases, ReadyTimer};
-use crate::queue::Queue;
-use crate::sampling::{Samples, SamplingConfig, run_sampler};
-
-/// Which namespaces the operator watches.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    /// Every namespace (needs cluster-wide list/watch).
-    All,
-    /// Only these (a Role in each is enough).
-    Namespaces(Vec<String>),
-}
-
-impl Scope {
-    /// The namespaces to watch, `None` standing for all of them.
-    pub fn namespaces(&self) -> Vec<Option<String>> {
-        match self {
-            Scope::All => vec![None],
-            Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
-        }
-    }
-}
+use crate::cells::client::CellClient;
+use crate::cells::sampling::{Sampler, Samples, SamplingConfig};
+use crate::cells::tokens::TokenKeys;
+use crate::config::cli::Scope;
+use crate::reconcile::context::{Books, Cells, Context, Identity, Kube, Timing};
+use crate::reconcile::{error_policy, reconcile};
+use crate::runtime::backoff::Backoff;
+use crate::runtime::clock::Clock;
+use crate::runtime::expectations::Expectations;
+use crate::runtime::gauges::{Phases, ReadyTimer};
+use crate::runtime::queue::Queue;
 
 /// How the controllers run.
 #[derive(Debug, Clone)]
@@ -55,23 +40,21 @@ pub struct ControllerSettings {
     pub concurrency: u16,
     /// Resync and requeue intervals.
     pub timing: Timing,
-    /// Name of the reporting controller instance in Events (the Pod name).
-    pub instance: String,
+    /// Who this operator is: the reporting instance in Events (its Pod name) and
+    /// the user audit records name.
+    pub identity: Identity,
     /// Load sampling and hand-overs; `None` for cells that do not speak the cell
     /// contract (their health then comes from their Pods only).
     pub sampling: Option<SamplingConfig>,
     /// Where the worlds' cell tokens come from.
     pub tokens: Arc<TokenKeys>,
+    /// The time reconciles, samplers and expectations go by.
+    pub clock: Clock,
 }
 
 /// Limit of one cell's whole hand-over: it exports every session it holds, in
 /// batches, to each target.
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The selector of everything the operator creates for worlds.
-pub(crate) fn managed_selector() -> String {
-    format!("{LABEL_MANAGED_BY}={MANAGER},{LABEL_NAME}={APP_NAME}")
-}
 
 fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -120,7 +103,7 @@ pub async fn run_controllers(
         client.clone(),
         Reporter {
             controller: "fleetforge-operator".to_owned(),
-            instance: Some(settings.instance.clone()),
+            instance: Some(settings.identity.instance.clone()),
         },
     );
     let mut stores: Vec<(Store<WorldSpec>, Store<Pod>, Store<Service>)> = Vec::new();
@@ -170,20 +153,27 @@ pub async fn run_controllers(
         .inspect_ok(move |ws| q.woken(ObjectRef::from_obj(ws)));
 
         let ctx = Arc::new(Context {
-            client: client.clone(),
-            recorder: recorder.clone(),
-            pods: pods.clone(),
-            services: services.clone(),
-            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300)),
-            expectations: Expectations::new(Duration::from_secs(30)),
+            kube: Kube {
+                client: client.clone(),
+                recorder: recorder.clone(),
+                pods: pods.clone(),
+                services: services.clone(),
+            },
+            books: Books {
+                backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300)),
+                expectations: Expectations::new(Duration::from_secs(30), settings.clock.clone()),
+                queue: queue.clone(),
+                phases: phases.clone(),
+                ready_timer: ready_timer.clone(),
+            },
+            cells: Cells {
+                samples: Arc::new(Samples::new(dead_after)),
+                client: cells.clone(),
+                tokens: settings.tokens.clone(),
+            },
             timing: settings.timing.clone(),
-            samples: Arc::new(Samples::new(dead_after)),
-            cells: cells.clone(),
-            tokens: settings.tokens.clone(),
-            instance: settings.instance.clone(),
-            queue: queue.clone(),
-            phases: phases.clone(),
-            ready_timer: ready_timer.clone(),
+            clock: settings.clock.clone(),
+            identity: settings.identity.clone(),
         });
         let (wake, woken) = futures::channel::mpsc::unbounded();
         let mut stop_controller = stop.clone();
@@ -199,15 +189,16 @@ pub async fn run_controllers(
             });
         key_watch.push((wake.clone(), controller.store()));
         if let (Some(config), Some(cells)) = (settings.sampling.clone(), cells.clone()) {
-            background.push(tokio::spawn(run_sampler(
-                pods.clone(),
-                controller.store(),
-                ctx.samples.clone(),
-                cells,
+            let sampler = Sampler {
+                pods: pods.clone(),
+                worlds: controller.store(),
+                samples: ctx.cells.samples.clone(),
+                client: cells,
                 config,
+                clock: settings.clock.clone(),
                 wake,
-                stop.clone(),
-            )));
+            };
+            background.push(tokio::spawn(sampler.run(stop.clone())));
         }
         stores.push((controller.store(), pods, services));
         let scope = ns.unwrap_or("*").to_owned();

@@ -11,55 +11,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use fleetforge_core::pacing::Pacing;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use fleetforge_obs::metrics as m;
 use fleetforge_obs::{AdminState, LogControl, serve_admin};
 
-use crate::audit;
-use crate::cell_token::TokenKeys;
-use crate::cli::{Cli, seconds};
-use crate::controller::Timing;
-use crate::correlation;
-use crate::gauges;
-use crate::leader::{Election, LeaderConfig};
-use crate::run::{ControllerSettings, run_controllers};
-use crate::selfcheck::{checks, self_check, warn_excess, whoami};
+use crate::app::controllers::{ControllerSettings, run_controllers};
+use crate::cells::tokens::TokenKeys;
+use crate::config::cli::{Cli, seconds};
+use crate::config::client::client;
+use crate::ha::leader::{Election, LeaderConfig};
+use crate::ha::selfcheck::{checks, self_check, warn_excess, whoami};
+use crate::reconcile::context::{Identity, Timing};
+use crate::runtime::clock::Clock;
+use crate::runtime::error::Error;
+use crate::runtime::gauges;
 
 /// Where the in-cluster service account's namespace is mounted.
 const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
-
-/// The API client: from `--kubeconfig` (and `--context`) when given, else the
-/// standard inference (in-cluster, `$KUBECONFIG`, `~/.kube/config`).
-pub async fn client(cli: &Cli) -> anyhow::Result<Client> {
-    let options = KubeConfigOptions {
-        context: cli.context.clone(),
-        ..KubeConfigOptions::default()
-    };
-    let config = match &cli.kubeconfig {
-        Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            Config::from_custom_kubeconfig(kubeconfig, &options)
-                .await
-                .with_context(|| format!("loading kubeconfig {}", path.display()))?
-        }
-        None if cli.context.is_some() => Config::from_kubeconfig(&options).await?,
-        None => Config::infer()
-            .await
-            .context("finding a Kubernetes configuration")?,
-    };
-    let client = kube::client::ClientBuilder::try_from(config)
-        .context("building the Kubernetes client")?
-        .with_layer(&correlation::layer())
-        .build();
-    Ok(client)
-}
 
 fn identity(cli: &Cli) -> String {
     cli.identity
@@ -124,6 +98,9 @@ fn zero_series() {
     for result in ["ok", "error", "invalid_spec"] {
         metrics::counter!(m::RECONCILES, "result" => result).absolute(0);
     }
+    for &kind in Error::KINDS {
+        metrics::counter!(m::RECONCILE_ERRORS, "kind" => kind).absolute(0);
+    }
     for reason in ["timeout", "connect", "status", "body"] {
         metrics::counter!(m::LOAD_SAMPLING_ERRORS, "reason" => reason).absolute(0);
     }
@@ -145,43 +122,45 @@ fn zero_series() {
     gauges::zero_phases();
 }
 
-/// The process's log filter handle, set once by `main` after it installed the
-/// subscriber; the admin server then serves `/v1/log-filter`.
-static LOG_CONTROL: std::sync::OnceLock<LogControl> = std::sync::OnceLock::new();
-
-/// Hands the operator the handle that changes the log filter at run time. Only
-/// the first call counts: a process has one subscriber.
-pub fn set_log_control(log: LogControl) {
-    let _ = LOG_CONTROL.set(log);
-}
-
-/// Runs the operator until SIGTERM or SIGINT asks it to stop.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    run_until(cli, signal()).await
+/// Runs the operator until SIGTERM or SIGINT asks it to stop. `log` is the
+/// process's log filter handle, if it has one: the admin server then serves
+/// `/v1/log-filter`.
+pub async fn run(cli: Cli, log: Option<LogControl>) -> anyhow::Result<()> {
+    run_until(cli, log, signal()).await
 }
 
 /// Runs the operator until `shutdown` completes (or leadership is lost), for
-/// embedding it in another program.
-pub async fn run_until(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+/// embedding it in another program; `log` as for [`run`].
+pub async fn run_until(
+    cli: Cli,
+    log: Option<LogControl>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let metrics = fleetforge_obs::metrics::install_recorder().context("installing the metrics recorder")?;
     zero_series();
     let mut admin = AdminState::new(Some(metrics));
-    if let Some(log) = LOG_CONTROL.get() {
-        admin = admin.with_log_control(log.clone());
+    if let Some(log) = log {
+        admin = admin.with_log_control(log);
     }
     let client = client(&cli).await?;
     let identity = identity(&cli);
-    let settings = ControllerSettings {
+    let mut settings = ControllerSettings {
         scope: cli.scope(),
         concurrency: cli.concurrency,
         timing: Timing {
-            resync: seconds("resync-seconds", cli.resync_seconds)?,
-            busy: seconds("busy-requeue-seconds", cli.busy_requeue_seconds)?,
+            pacing: Pacing {
+                resync: seconds("resync-seconds", cli.resync_seconds)?,
+                busy: seconds("busy-requeue-seconds", cli.busy_requeue_seconds)?,
+            },
             ..Timing::default()
         },
-        instance: identity.clone(),
+        identity: Identity {
+            instance: identity.clone(),
+            user: None,
+        },
         sampling: cli.sampling(),
         tokens: Arc::new(token_keys(&cli)?),
+        clock: Clock::system(),
     };
 
     let lease_namespace = lease_namespace(&cli);
@@ -203,7 +182,7 @@ pub async fn run_until(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'st
     match whoami(&client).await {
         Ok(user) => {
             info!(%user, "authenticated as");
-            audit::set_operator_user(user);
+            settings.identity.user = Some(user);
         }
         Err(e) => warn!(error = %e, "could not ask the API server who the operator is"),
     }
@@ -237,6 +216,7 @@ pub async fn run_until(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'st
         let mut election = Election::start(
             Api::<Lease>::namespaced(client.clone(), &config.namespace),
             config,
+            settings.clock.clone(),
         );
         let mut is_leader = election.is_leader.clone();
         // A standby is ready: it serves its purpose by waiting.

@@ -9,8 +9,7 @@ use fleetforge_core::contract::{self, ExportReport, ExportRequest, LoadReport};
 use reqwest::StatusCode;
 use thiserror::Error;
 
-use crate::cell_pod::CELL_HTTP_PORT;
-use crate::cell_token::WorldTokens;
+use crate::cells::tokens::WorldTokens;
 
 /// Why a call to a cell failed. Never carries the token.
 #[derive(Debug, Error)]
@@ -66,8 +65,8 @@ impl CellError {
 /// The base URL of the cell contract at a Pod IP.
 pub fn cell_base_url(ip: &str) -> String {
     match ip.parse::<IpAddr>() {
-        Ok(IpAddr::V6(v6)) => format!("http://[{v6}]:{CELL_HTTP_PORT}"),
-        _ => format!("http://{ip}:{CELL_HTTP_PORT}"),
+        Ok(IpAddr::V6(v6)) => format!("http://[{v6}]:{}", contract::HTTP_PORT),
+        _ => format!("http://{ip}:{}", contract::HTTP_PORT),
     }
 }
 

@@ -29,8 +29,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::watch;
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
-use crate::cell_client::CellClient;
-use crate::controller::now;
+use crate::cells::client::CellClient;
+use crate::runtime::clock::Clock;
 
 /// Samples older than this are dropped: longer than any stabilisation window or
 /// prediction horizon a world is likely to use.
@@ -259,77 +259,81 @@ fn sample_target(pod: &Pod) -> Option<(String, String, ObjectRef<WorldSpec>)> {
     Some((uid, ip, world))
 }
 
-/// Samples the cells of the Pods in `pods` every interval until `stop` turns
-/// `true`; sends the worlds to wake to `wake`.
-pub async fn run_sampler(
-    pods: Store<Pod>,
-    worlds: Store<WorldSpec>,
-    samples: Arc<Samples>,
-    client: CellClient,
-    config: SamplingConfig,
-    wake: UnboundedSender<ObjectRef<WorldSpec>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    info!(interval = ?config.interval, timeout = ?config.timeout, dead_after = ?config.dead_after, "load sampling started");
-    let mut ticks = tokio::time::interval(config.interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = stop.wait_for(|s| *s) => break,
-        }
-        round(&pods, &worlds, &samples, &client, &config, &wake)
-            .instrument(info_span!("sampling"))
-            .await;
-    }
-    info!("load sampling stopped");
+/// One namespace's load sampler: what it reads, where it keeps samples, whom it
+/// wakes.
+pub struct Sampler {
+    /// The cell Pods to sample.
+    pub pods: Store<Pod>,
+    /// Their worlds, for the thresholds that decide whether a sample matters.
+    pub worlds: Store<WorldSpec>,
+    /// Where samples are kept for the planner.
+    pub samples: Arc<Samples>,
+    /// Calls to cells.
+    pub client: CellClient,
+    /// Interval, timeout, concurrency and the dead-cell deadline.
+    pub config: SamplingConfig,
+    /// When a sample was taken.
+    pub clock: Clock,
+    /// Where the worlds to reconcile are sent.
+    pub wake: UnboundedSender<ObjectRef<WorldSpec>>,
 }
 
-/// One round: every cell sampled once.
-async fn round(
-    pods: &Store<Pod>,
-    worlds: &Store<WorldSpec>,
-    samples: &Samples,
-    client: &CellClient,
-    config: &SamplingConfig,
-    wake: &UnboundedSender<ObjectRef<WorldSpec>>,
-) {
-    let all = pods.state();
-    let live: HashSet<String> = all.iter().filter_map(|p| p.metadata.uid.clone()).collect();
-    samples.retain(&live);
-    let targets: Vec<_> = all.iter().filter_map(|p| sample_target(p)).collect();
-    // Each world converted once per round, not once per cell.
-    let mut converted: HashMap<ObjectRef<WorldSpec>, Option<World>> = HashMap::new();
-    for (_, _, world) in &targets {
-        converted
-            .entry(world.clone())
-            .or_insert_with(|| worlds.get(world).and_then(|ws| to_world(&ws).ok()));
+impl Sampler {
+    /// Samples every cell once per interval until `stop` turns `true`.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let config = &self.config;
+        info!(interval = ?config.interval, timeout = ?config.timeout, dead_after = ?config.dead_after, "load sampling started");
+        let mut ticks = tokio::time::interval(config.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            self.round().instrument(info_span!("sampling")).await;
+        }
+        info!("load sampling stopped");
     }
-    let results: Vec<_> = futures::stream::iter(targets)
-        .map(|(uid, ip, world)| async move {
-            let result = client.load(&ip).await;
-            (uid, ip, world, result, now())
-        })
-        .buffer_unordered(config.concurrency.max(1))
-        .collect()
-        .await;
-    let mut woken = HashSet::new();
-    for (uid, ip, world, result, at) in results {
-        let wake_world = match result {
-            Ok(report) => {
-                metrics::counter!(m::LOAD_SAMPLES).increment(1);
-                let w = converted.get(&world).and_then(Option::as_ref);
-                samples.answered(&uid, report.sample(at), w)
+
+    /// One round: every cell sampled once.
+    async fn round(&self) {
+        let all = self.pods.state();
+        let live: HashSet<String> = all.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        self.samples.retain(&live);
+        let targets: Vec<_> = all.iter().filter_map(|p| sample_target(p)).collect();
+        // Each world converted once per round, not once per cell.
+        let mut converted: HashMap<ObjectRef<WorldSpec>, Option<World>> = HashMap::new();
+        for (_, _, world) in &targets {
+            converted
+                .entry(world.clone())
+                .or_insert_with(|| self.worlds.get(world).and_then(|ws| to_world(&ws).ok()));
+        }
+        let results: Vec<_> = futures::stream::iter(targets)
+            .map(|(uid, ip, world)| async move {
+                let result = self.client.load(&ip).await;
+                (uid, ip, world, result, self.clock.now())
+            })
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+        let mut woken = HashSet::new();
+        for (uid, ip, world, result, at) in results {
+            let wake_world = match result {
+                Ok(report) => {
+                    metrics::counter!(m::LOAD_SAMPLES).increment(1);
+                    let w = converted.get(&world).and_then(Option::as_ref);
+                    self.samples.answered(&uid, report.sample(at), w)
+                }
+                Err(e) => {
+                    metrics::counter!(m::LOAD_SAMPLING_ERRORS, "reason" => e.reason()).increment(1);
+                    debug!(world = %world, %ip, error = %e, "load sample failed");
+                    self.samples.silent(&uid, at)
+                }
+            };
+            if wake_world && woken.insert(world.clone()) && self.wake.unbounded_send(world).is_err() {
+                warn!("the controller stopped taking wake-ups");
+                return;
             }
-            Err(e) => {
-                metrics::counter!(m::LOAD_SAMPLING_ERRORS, "reason" => e.reason()).increment(1);
-                debug!(world = %world, %ip, error = %e, "load sample failed");
-                samples.silent(&uid, at)
-            }
-        };
-        if wake_world && woken.insert(world.clone()) && wake.unbounded_send(world).is_err() {
-            warn!("the controller stopped taking wake-ups");
-            return;
         }
     }
 }

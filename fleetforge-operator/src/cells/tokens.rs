@@ -29,11 +29,6 @@ use thiserror::Error;
 pub const KEY_FILE: &str = "key";
 /// File of the previous master key, kept during a rotation.
 pub const PREVIOUS_KEY_FILE: &str = "previous-key";
-/// Key of the current token in a world's Secret (and file name in the cells'
-/// mount).
-pub const TOKEN_KEY: &str = "token";
-/// Key of the previous token in a world's Secret.
-pub const PREVIOUS_TOKEN_KEY: &str = "previous";
 
 /// Shortest master key accepted, in bytes: an HMAC-SHA256 key should carry at
 /// least 128 bits of entropy.

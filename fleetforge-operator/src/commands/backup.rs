@@ -17,7 +17,9 @@ use anyhow::{Context as _, bail};
 use fleetforge_core::LayoutCell;
 use fleetforge_crd::keys::{
     ANNOTATION_FORCE_MERGE, ANNOTATION_FORCE_SPLIT, ANNOTATION_RESTORE_LAYOUT, encode_restore_layout,
+    managed_selector,
 };
+use fleetforge_crd::status::CONDITION_READY;
 use fleetforge_crd::{WorldSpec, to_world};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -26,9 +28,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use crate::cli::{Cli, Command, seconds};
-use crate::observe::observe_world;
-use crate::run::managed_selector;
+use crate::config::cli::{Cli, Command, seconds};
+use crate::config::client::client;
+use crate::mapping::observe::observe_world;
 
 /// `apiVersion` of a backup file.
 pub const BACKUP_API_VERSION: &str = "fleetforge.io/v1";
@@ -364,13 +366,13 @@ fn converged(ws: &WorldSpec, record: &WorldRecord) -> bool {
     let ready = status
         .conditions
         .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
+        .any(|c| c.type_ == CONDITION_READY && c.status == "True");
     ready && status.observed_generation == ws.metadata.generation && status.active_cells == Some(want)
 }
 
 /// Runs `backup` or `restore` as the command line asks.
 pub async fn run_command(cli: &Cli, command: &Command) -> anyhow::Result<()> {
-    let client = crate::operator::client(cli).await?;
+    let client = client(cli).await?;
     match command {
         Command::Backup(args) => {
             let backup = take(&client, &args.namespaces).await?;

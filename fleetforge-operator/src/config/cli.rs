@@ -8,8 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use fleetforge_obs::LogFormat;
 
-use crate::run::Scope;
-use crate::sampling::SamplingConfig;
+use crate::cells::sampling::SamplingConfig;
 
 /// FleetForge operator: runs elastic game worlds (WorldSpecs) as cell Pods.
 ///
@@ -237,6 +236,25 @@ pub struct RestoreArgs {
     /// layout's cells (0: do not wait). Fails when some are not.
     #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
     pub wait_seconds: f64,
+}
+
+/// Which namespaces the operator watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every namespace (needs cluster-wide list/watch).
+    All,
+    /// Only these (a Role in each is enough).
+    Namespaces(Vec<String>),
+}
+
+impl Scope {
+    /// The namespaces to watch, `None` standing for all of them.
+    pub fn namespaces(&self) -> Vec<Option<String>> {
+        match self {
+            Scope::All => vec![None],
+            Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
+        }
+    }
 }
 
 /// A flag's value that cannot be used.

@@ -15,7 +15,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::runtime::events::{EventType, Recorder, Reporter};
 
-use crate::events::{EXCESS_PERMISSIONS, event};
+use crate::mapping::events::{EXCESS_PERMISSIONS, event};
 
 /// One permission: a verb on a resource of an API group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use fleetforge_core::contract::{self, PREVIOUS_TOKEN_FILE, TOKEN_FILE, env};
 use fleetforge_core::naming::dns_label;
 use fleetforge_core::{Bounds, CellRef, Role, World};
 use fleetforge_crd::WorldSpec;
@@ -34,11 +35,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use thiserror::Error;
 
-use crate::cell_token::{PREVIOUS_TOKEN_KEY, TOKEN_KEY, WorldTokens};
-
-/// The HTTP port of the cell contract: health, readiness, metrics, load and
-/// hand-over endpoints all live on it.
-pub const CELL_HTTP_PORT: i32 = 8080;
+/// The HTTP port of the cell contract, as a container port: health, readiness,
+/// metrics, load and hand-over endpoints all live on it.
+pub const CELL_HTTP_PORT: i32 = contract::HTTP_PORT as i32;
 /// Name of [`CELL_HTTP_PORT`] on the container and the Service; probes refer to the
 /// port by this name so the number is written in one place only.
 pub const CELL_PORT_NAME: &str = "http";
@@ -53,31 +52,8 @@ pub const TMP_MOUNT: &str = "/tmp";
 /// Size cap of the scratch volume. It counts against the node's ephemeral storage,
 /// so a runaway cell is evicted rather than filling the node's disk.
 pub const TMP_SIZE_LIMIT: &str = "64Mi";
-
-/// Environment variable: the full world name.
-pub const ENV_WORLD: &str = "FLEETFORGE_WORLD";
-/// Environment variable: the cell id (for example `c3-01`).
-pub const ENV_CELL_ID: &str = "FLEETFORGE_CELL_ID";
-/// Environment variable: the incarnation of the cell (0 for its first process).
-pub const ENV_INCARNATION: &str = "FLEETFORGE_CELL_INCARNATION";
-/// Environment variable: the cell's bounds, as the JSON of the bounds annotation.
-pub const ENV_BOUNDS: &str = "FLEETFORGE_CELL_BOUNDS";
-/// Environment variable: the port to serve the cell contract on.
-pub const ENV_HTTP_PORT: &str = "FLEETFORGE_HTTP_PORT";
-/// Environment variable: the Pod's IP (downward API), the address the operator
-/// reaches the cell at and the one a local cell runner binds.
-pub const ENV_POD_IP: &str = "FLEETFORGE_POD_IP";
-/// Environment variable: the Pod's name (downward API), for logs and metrics.
-pub const ENV_POD_NAME: &str = "FLEETFORGE_POD_NAME";
-/// Environment variable: the Pod's namespace (downward API).
-pub const ENV_POD_NAMESPACE: &str = "FLEETFORGE_POD_NAMESPACE";
-/// Environment variable: players per cell when the cell was created, which the
-/// cell reports as its capacity (the planner reads the world's current value).
-pub const ENV_CAPACITY: &str = "FLEETFORGE_CELL_CAPACITY";
-/// Environment variable: the directory holding the world's cell token (files
-/// `token` and, during a key rotation, `previous`).
-pub const ENV_TOKEN_DIR: &str = "FLEETFORGE_TOKEN_DIR";
-/// Where the world's token Secret is mounted in a cell.
+/// Where the world's token Secret is mounted in a cell (its
+/// [`contract::env::TOKEN_DIR`]).
 pub const TOKEN_MOUNT: &str = "/var/run/fleetforge/cell-token";
 /// Name of the token volume in a cell Pod.
 const TOKEN_VOLUME: &str = "cell-token";
@@ -194,16 +170,16 @@ pub fn desired_pod(
     };
 
     let env = vec![
-        env_value(ENV_WORLD, world_name.clone()),
-        env_value(ENV_CELL_ID, cell.id.to_string()),
-        env_value(ENV_INCARNATION, cell.incarnation.to_string()),
-        env_value(ENV_BOUNDS, bounds_json),
-        env_value(ENV_HTTP_PORT, CELL_HTTP_PORT.to_string()),
-        env_field(ENV_POD_IP, "status.podIP"),
-        env_field(ENV_POD_NAME, "metadata.name"),
-        env_field(ENV_POD_NAMESPACE, "metadata.namespace"),
-        env_value(ENV_CAPACITY, world.players_per_cell.to_string()),
-        env_value(ENV_TOKEN_DIR, TOKEN_MOUNT.to_owned()),
+        env_value(env::WORLD, world_name.clone()),
+        env_value(env::CELL_ID, cell.id.to_string()),
+        env_value(env::INCARNATION, cell.incarnation.to_string()),
+        env_value(env::BOUNDS, bounds_json),
+        env_value(env::HTTP_PORT, CELL_HTTP_PORT.to_string()),
+        env_field(env::POD_IP, "status.podIP"),
+        env_field(env::POD_NAME, "metadata.name"),
+        env_field(env::POD_NAMESPACE, "metadata.namespace"),
+        env_value(env::CAPACITY, world.players_per_cell.to_string()),
+        env_value(env::TOKEN_DIR, TOKEN_MOUNT.to_owned()),
     ];
 
     let container = Container {
@@ -340,7 +316,7 @@ pub fn desired_pod(
 /// world, of any incarnation, is behind it.
 ///
 /// It carries the fingerprint of the tokens in the world's token Secret
-/// ([`WorldTokens::fingerprint`]), written after the Secret.
+/// (the cells room's `WorldTokens::fingerprint`), written after the Secret.
 pub fn desired_service(ws: &WorldSpec, token_fingerprint: &str) -> Result<Service, DesiredError> {
     let (world_name, namespace, owner_ref) = owner(ws)?;
     let labels = world_labels(&world_name);
@@ -381,16 +357,18 @@ pub fn desired_service(ws: &WorldSpec, token_fingerprint: &str) -> Result<Servic
     })
 }
 
-/// The Secret holding the world's cell tokens, mounted by its cell Pods.
-pub fn desired_token_secret(ws: &WorldSpec, tokens: &WorldTokens) -> Result<Secret, DesiredError> {
+/// The Secret holding the world's cell tokens, mounted by its cell Pods: the
+/// `current` token, and the `previous` one while a key rotation reaches every cell.
+pub fn desired_token_secret(
+    ws: &WorldSpec,
+    current: &str,
+    previous: Option<&str>,
+) -> Result<Secret, DesiredError> {
     let (world_name, namespace, owner_ref) = owner(ws)?;
-    let mut data = BTreeMap::from([(
-        TOKEN_KEY.to_owned(),
-        ByteString(tokens.current.as_bytes().to_vec()),
-    )]);
-    if let Some(previous) = &tokens.previous {
+    let mut data = BTreeMap::from([(TOKEN_FILE.to_owned(), ByteString(current.as_bytes().to_vec()))]);
+    if let Some(previous) = previous {
         data.insert(
-            PREVIOUS_TOKEN_KEY.to_owned(),
+            PREVIOUS_TOKEN_FILE.to_owned(),
             ByteString(previous.as_bytes().to_vec()),
         );
     }
@@ -565,15 +543,15 @@ mod tests {
             .iter()
             .map(|e| (e.name.as_str(), e))
             .collect();
-        assert_eq!(env[ENV_WORLD].value.as_deref(), Some("meadow"));
-        assert_eq!(env[ENV_CELL_ID].value.as_deref(), Some("c3"));
-        assert_eq!(env[ENV_INCARNATION].value.as_deref(), Some("0"));
+        assert_eq!(env[env::WORLD].value.as_deref(), Some("meadow"));
+        assert_eq!(env[env::CELL_ID].value.as_deref(), Some("c3"));
+        assert_eq!(env[env::INCARNATION].value.as_deref(), Some("0"));
         assert_eq!(
-            fleetforge_crd::keys::decode_bounds(env[ENV_BOUNDS].value.as_deref().unwrap()).unwrap(),
+            fleetforge_crd::keys::decode_bounds(env[env::BOUNDS].value.as_deref().unwrap()).unwrap(),
             bounds()
         );
-        assert_eq!(env[ENV_HTTP_PORT].value.as_deref(), Some("8080"));
-        let pod_ip = env[ENV_POD_IP].value_from.as_ref().unwrap();
+        assert_eq!(env[env::HTTP_PORT].value.as_deref(), Some("8080"));
+        let pod_ip = env[env::POD_IP].value_from.as_ref().unwrap();
         assert_eq!(pod_ip.field_ref.as_ref().unwrap().field_path, "status.podIP");
 
         // /tmp is the writable emptyDir the read-only root filesystem needs.

@@ -43,6 +43,9 @@ pub const CELLS_CLEANED_UP: &str = "CellsCleanedUp";
 pub const EXCESS_PERMISSIONS: &str = "ExcessPermissions";
 /// The spec cannot be planned; the field is named in the note.
 pub const INVALID_SPEC: &str = "InvalidSpec";
+/// A reconcile of the world failed and is retried with backoff (Warning, once
+/// per kind of failure in a row; the kind is named in the note).
+pub const RECONCILE_FAILED: &str = "ReconcileFailed";
 /// A manual override (force-split / force-merge) was acted on.
 pub const OVERRIDE_APPLIED: &str = "OverrideApplied";
 /// A manual override can never be done as asked and was removed.

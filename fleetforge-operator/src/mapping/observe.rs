@@ -2,7 +2,7 @@
 //!
 //! The layout is never kept only in the operator's memory: each cell Pod carries
 //! its id, incarnation, bounds, layout key, revision and role in annotations
-//! (written by [`crate::cell_pod::desired_pod`]), and its health is read from the
+//! (written by [`crate::mapping::cell_pod::desired_pod`]), and its health is read from the
 //! Pod's status. A restarted operator therefore plans exactly as the one before it.
 //! A Pod that cannot be read is reported, never guessed at and never a panic.
 
@@ -308,7 +308,7 @@ pub fn history_from_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cell_pod::desired_pod;
+    use crate::mapping::cell_pod::desired_pod;
     use crate::testutil::world_spec;
     use fleetforge_core::{Bounds, Role};
     use k8s_openapi::api::core::v1::{

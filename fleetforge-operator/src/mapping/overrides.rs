@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use fleetforge_core::CellId;
 use fleetforge_core::plan::{OverrideOutcome, OverrideRequest, OverrideResult};
 use fleetforge_crd::WorldSpec;
-use fleetforge_crd::keys::{ANNOTATION_FORCE_MERGE, ANNOTATION_FORCE_SPLIT, parse_cell_list};
+use fleetforge_crd::keys::{
+    ANNOTATION_FORCE_MERGE, ANNOTATION_FORCE_SPLIT, annotation_pointer, parse_cell_list,
+};
 use serde_json::{Value, json};
 
 /// The field manager that last wrote annotation `key` on `ws`, by its managed
@@ -93,11 +95,7 @@ pub fn removal_patch(ws: &WorldSpec, settled: &[&OverrideOutcome]) -> Option<Val
         if remaining.len() == ids.len() {
             continue;
         }
-        // JSON pointer escaping: `/` in the annotation key becomes `~1`.
-        let path = format!(
-            "/metadata/annotations/{}",
-            key.replace('~', "~0").replace('/', "~1")
-        );
+        let path = annotation_pointer(key);
         ops.push(json!({"op": "test", "path": path, "value": value}));
         ops.push(if remaining.is_empty() {
             json!({"op": "remove", "path": path})

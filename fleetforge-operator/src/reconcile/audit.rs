@@ -10,18 +10,15 @@
 //! `Audit-ID` of the API calls, so a record leads to the API server's own audit
 //! events. The timestamp is the log line's.
 
-use std::sync::OnceLock;
-
 use fleetforge_crd::WorldSpec;
+use fleetforge_crd::keys::ANNOTATION_CHANGED_BY;
 use kube::ResourceExt;
 use tracing::info;
 
+use crate::reconcile::context::Identity;
+
 /// Log target of audit records: route it to the audit sink of the log pipeline.
 pub const TARGET: &str = "fleetforge::audit";
-
-/// Annotation on a WorldSpec naming the user whose request last changed its spec,
-/// stamped by the admission policy in `deploy/audit/`.
-pub const ANNOTATION_CHANGED_BY: &str = "fleetforge.io/changed-by";
 
 /// What the operator did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,14 +48,6 @@ impl Action {
     }
 }
 
-static OPERATOR_USER: OnceLock<String> = OnceLock::new();
-
-/// Records the user the operator authenticates as (from a SelfSubjectReview at
-/// start), named in every record from then on.
-pub fn set_operator_user(user: String) {
-    let _ = OPERATOR_USER.set(user);
-}
-
 /// Who last changed `ws`: the stamped user, else `field-manager:<name>` of the
 /// last write to its spec, else `unknown`.
 pub fn actor(ws: &WorldSpec) -> String {
@@ -77,8 +66,8 @@ pub fn actor(ws: &WorldSpec) -> String {
 }
 
 /// Writes one audit record of `action` on `ws`'s `cells` by the operator
-/// instance `instance`; `detail` says what and why in words.
-pub fn record(ws: &WorldSpec, action: Action, cells: &[String], instance: &str, detail: &str) {
+/// `operator`; `detail` says what and why in words.
+pub fn record(ws: &WorldSpec, action: Action, cells: &[String], operator: &Identity, detail: &str) {
     info!(
         target: TARGET,
         audit = true,
@@ -88,8 +77,8 @@ pub fn record(ws: &WorldSpec, action: Action, cells: &[String], instance: &str, 
         world_uid = %ws.uid().unwrap_or_default(),
         generation = ws.metadata.generation.unwrap_or(0),
         actor = %actor(ws),
-        operator = %instance,
-        operator_user = %OPERATOR_USER.get().map_or("unknown", String::as_str),
+        operator = %operator.instance,
+        operator_user = %operator.user.as_deref().unwrap_or("unknown"),
         cells = %cells.join(","),
         "{detail}"
     );

@@ -1,29 +1,27 @@
-//! Carrying a plan out against the API server: each transition's actions in
-//! order, stopping a transition at a hand-over whose targets are not ready yet
-//! (the next reconcile resumes it from what it observes).
+//! Carrying a plan out: each transition's actions in order, stopping a transition
+//! at a hand-over whose targets are not ready yet (the next reconcile resumes it
+//! from what it observes).
+//!
+//! The executor writes cell Pods only (create, activate, retire); the hand-over
+//! itself is the cells room's, and what is told about it is [`report`]'s.
 
-use std::time::Instant;
-
-use fleetforge_core::contract::{ExportRequest, ExportTarget};
 use fleetforge_core::plan::{Action as PlanAction, Plan, Target, Transition, TransitionKind};
 use fleetforge_core::{Bounds, CellRef, Health, Observed, ObservedCell, Role, Timestamp, World};
 use fleetforge_crd::WorldSpec;
-use fleetforge_crd::keys::{ANNOTATION_ACTIVE_SINCE, ANNOTATION_ROLE, encode_role};
-use fleetforge_obs::metrics as m;
+use fleetforge_crd::keys::{ANNOTATION_ACTIVE_SINCE, ANNOTATION_ROLE, FIELD_MANAGER, encode_role};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::events::EventType;
 use serde_json::json;
-use tracing::{Instrument as _, debug, info, info_span, warn};
+use tracing::{debug, info};
 
-use crate::audit;
-use crate::cell_client::cell_base_url;
-use crate::cell_pod::desired_pod;
-use crate::controller::{Context, Error, FIELD_MANAGER, publish};
-use crate::events::{self, event, started_reason};
-use crate::expectations::Expected;
+use crate::cells::handover::{self, Destination, Source};
+use crate::mapping::cell_pod::desired_pod;
+use crate::reconcile::context::Context;
+use crate::reconcile::report;
+use crate::runtime::error::Error;
+use crate::runtime::expectations::Expected;
 
 /// What executing a plan left for later.
 #[derive(Debug, Default)]
@@ -74,7 +72,7 @@ impl<'a> Executor<'a> {
     }
 
     fn pods_api(&self) -> Api<Pod> {
-        Api::namespaced(self.ctx.client.clone(), &self.namespace)
+        Api::namespaced(self.ctx.kube.client.clone(), &self.namespace)
     }
 
     fn pod_named(&self, name: &str) -> Option<&'a Pod> {
@@ -164,43 +162,11 @@ impl<'a> Executor<'a> {
 
     /// Counts, logs and records the Event of a transition that begins.
     async fn started(&self, transition: &Transition) {
-        info!(kind = %transition.kind, reason = %transition.reason, "transition started");
-        let cells: Vec<String> = transition
-            .actions
-            .iter()
-            .filter_map(|a| match a {
-                PlanAction::Create { cell, .. } | PlanAction::Retire { cell } => {
-                    Some(cell.process_name(&self.world_name))
-                }
-                PlanAction::HandOver { .. } => None,
-            })
-            .collect();
-        audit::record(
-            self.ws,
-            audit::Action::StartTransition,
-            &cells,
-            &self.ctx.instance,
-            &format!("{}: {}", transition.kind, transition.reason),
-        );
-        metrics::counter!(m::TRANSITIONS, "kind" => transition.kind.to_string()).increment(1);
-        let ev = event(
-            EventType::Normal,
-            started_reason(transition),
-            &transition.kind.to_string(),
-            transition.reason.clone(),
-        );
-        publish(self.ctx, self.ws, ev).await;
+        report::transition_started(self.ctx, self.ws, &self.world_name, transition).await;
     }
 
-    /// Records a split or merge whose old cells are now retired: its count and how
-    /// long it took since the plan started it.
+    /// Records a split or merge whose old cells are now retired.
     fn completed(&self, kind: TransitionKind, targets: &[Target]) {
-        let (counter, histogram) = match kind {
-            TransitionKind::Split => (m::SPLITS, m::SPLIT_DURATION),
-            TransitionKind::Merge => (m::MERGES, m::MERGE_DURATION),
-            _ => return,
-        };
-        metrics::counter!(counter).increment(1);
         let started = self
             .observed
             .history
@@ -208,97 +174,42 @@ impl<'a> Executor<'a> {
             .filter(|r| r.cells.iter().any(|id| targets.iter().any(|t| &t.cell.id == id)))
             .map(|r| r.at)
             .max();
-        if let Some(at) = started {
-            let took = self.now.since(at).as_secs_f64();
-            metrics::histogram!(histogram).record(took);
-            info!(%kind, seconds = took, "transition completed");
-        }
+        report::transition_completed(kind, started, self.now);
     }
 
     /// Moves every session of the `from` cells to the `to` cells that own their
-    /// positions, each source exporting straight to the targets. Returns `false`
-    /// when it cannot complete now (a source or target not reachable yet, an
-    /// incomplete export): the sources keep serving and the next reconcile asks
-    /// again, which is safe because an export only sends what remains and an
-    /// import keeps sessions by id.
+    /// positions (see [`handover`]). Returns `false` when it cannot complete now:
+    /// the sources keep serving and the next reconcile asks again.
     async fn hand_over(&mut self, from: &[CellRef], to: &[Target]) -> bool {
-        let Some(client) = self.ctx.cells.as_ref() else {
+        let Some(client) = self.ctx.cells.client.as_ref() else {
             // Cells that do not speak the contract hold nothing to move.
             return true;
         };
-        if from.is_empty() {
-            return true;
-        }
-        let mut targets = Vec::with_capacity(to.len());
-        for t in to {
-            let Some(ip) = self.pod_ip(&t.cell) else {
-                debug!(cell = %t.cell, "hand-over target has no IP yet");
-                return false;
-            };
-            targets.push(ExportTarget {
-                address: cell_base_url(ip),
+        let sources: Vec<Source<'_>> = from
+            .iter()
+            .filter_map(|cell| {
+                let observed = self.observed_cell(cell)?;
+                Some(Source {
+                    cell,
+                    health: observed.health,
+                    ip: self.pod_ip(cell),
+                })
+            })
+            .collect();
+        let targets: Vec<Destination<'_>> = to
+            .iter()
+            .map(|t| Destination {
+                cell: &t.cell,
                 bounds: t.bounds,
-            });
+                ip: self.pod_ip(&t.cell),
+            })
+            .collect();
+        let tokens = self.ctx.cells.world_tokens(self.ws);
+        let outcome = handover::hand_over(client, &tokens, &sources, &targets).await;
+        for exported in &outcome.exported {
+            report::handed_over(self.ctx, self.ws, exported, to).await;
         }
-        let request = ExportRequest { targets };
-        let tokens = self.ctx.world_tokens(self.ws);
-        for source in from {
-            let Some(cell) = self.observed_cell(source) else {
-                continue;
-            };
-            match cell.health {
-                Health::Ready => {}
-                // A dead process has nothing left to give; what it held is
-                // counted as lost when it is retired.
-                Health::Failed => continue,
-                Health::Starting | Health::Unready => {
-                    debug!(cell = %source, health = ?cell.health, "hand-over source not answering; waiting");
-                    return false;
-                }
-            }
-            let Some(ip) = self.pod_ip(source) else {
-                return false;
-            };
-            let started = Instant::now();
-            let exported = client
-                .export(ip, &tokens, &request)
-                .instrument(info_span!("handoff", cell = %source, targets = to.len()))
-                .await;
-            match exported {
-                Ok(report) if report.is_complete() => {
-                    let took = started.elapsed().as_secs_f64();
-                    metrics::histogram!(m::HANDOFF_DURATION).record(took);
-                    metrics::counter!(m::SESSIONS_HANDED_OVER).increment(u64::from(report.total));
-                    info!(cell = %source, sessions = report.total, moved = ?report.moved, seconds = took, "sessions handed over");
-                    if report.total > 0 {
-                        let targets: Vec<String> = to.iter().map(|t| t.cell.to_string()).collect();
-                        let note = format!(
-                            "{} handed {} sessions over to {} ({:?} each)",
-                            source,
-                            report.total,
-                            targets.join(", "),
-                            report.moved
-                        );
-                        publish(
-                            self.ctx,
-                            self.ws,
-                            event(EventType::Normal, events::SESSIONS_HANDED_OVER, "HandOver", note),
-                        )
-                        .await;
-                    }
-                }
-                Ok(report) => {
-                    warn!(cell = %source, total = report.total, moved = ?report.moved, remaining = report.remaining,
-                        "hand-over incomplete; the source keeps serving and is asked again");
-                    return false;
-                }
-                Err(e) => {
-                    warn!(cell = %source, error = %e, "hand-over failed; the source keeps serving and is asked again");
-                    return false;
-                }
-            }
-        }
-        true
+        outcome.complete
     }
 
     /// Creates the Pods of `creates` by server-side apply.
@@ -349,28 +260,7 @@ impl<'a> Executor<'a> {
             .buffer_unordered(self.ctx.timing.create_concurrency.max(1))
             .try_collect()
             .await?;
-        metrics::counter!(m::CELLS_CREATED).increment(created.len() as u64);
-        for name in &created {
-            info!(pod = %name, "cell created");
-        }
-        if !created.is_empty() {
-            audit::record(
-                self.ws,
-                audit::Action::CreateCells,
-                &created,
-                &self.ctx.instance,
-                "cell Pods created",
-            );
-        }
-        if per_cell_events && !created.is_empty() {
-            let note = format!("created cell Pod {}", created.join(", "));
-            publish(
-                self.ctx,
-                self.ws,
-                event(EventType::Normal, events::CELL_CREATED, "Create", note),
-            )
-            .await;
-        }
+        report::cells_created(self.ctx, self.ws, &created, per_cell_events).await;
         Ok(())
     }
 
@@ -430,24 +320,7 @@ impl<'a> Executor<'a> {
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return Ok(false),
             Err(e) => return Err(Error::api("delete", format!("pod {}/{name}", self.namespace), e)),
         }
-        metrics::counter!(m::CELLS_RETIRED).increment(1);
-        info!(pod = %name, "cell retired");
-        audit::record(
-            self.ws,
-            audit::Action::RetireCells,
-            std::slice::from_ref(&name),
-            &self.ctx.instance,
-            "cell Pod deleted",
-        );
-        if per_cell_event {
-            let note = format!("retired cell Pod {name}");
-            publish(
-                self.ctx,
-                self.ws,
-                event(EventType::Normal, events::CELL_RETIRED, "Retire", note),
-            )
-            .await;
-        }
+        report::cell_retired(self.ctx, self.ws, &name, per_cell_event).await;
         Ok(true)
     }
 
@@ -461,17 +334,8 @@ impl<'a> Executor<'a> {
             return;
         }
         let uid = live.metadata.uid.as_deref().unwrap_or_default();
-        let Some(lost) = self.ctx.samples.take_lost(uid).filter(|&n| n > 0) else {
-            return;
-        };
-        metrics::counter!(m::SESSIONS_LOST).increment(u64::from(lost));
-        warn!(cell = %cell, sessions = lost, "cell died before handing its sessions over");
-        let note = format!("cell {cell} died holding {lost} sessions; they are lost");
-        publish(
-            self.ctx,
-            self.ws,
-            event(EventType::Warning, events::SESSIONS_LOST, "Replace", note),
-        )
-        .await;
+        if let Some(lost) = self.ctx.cells.samples.take_lost(uid).filter(|&n| n > 0) {
+            report::sessions_lost(self.ctx, self.ws, cell, lost).await;
+        }
     }
 }

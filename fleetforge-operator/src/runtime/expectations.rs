@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::runtime::clock::Clock;
+
 /// What one world's last reconcile wrote and expects to see.
 #[derive(Debug, Clone, Default)]
 pub struct Expected {
@@ -86,15 +88,17 @@ pub fn satisfied(expected: &Expected, world_version: Option<&str>, pods: &[Cache
 #[derive(Debug)]
 pub struct Expectations {
     ttl: Duration,
+    clock: Clock,
     by_world: Mutex<HashMap<String, (Expected, Instant)>>,
 }
 
 impl Expectations {
-    /// Expectations that lapse after `ttl` (a watch event lost for good must not
-    /// stall a world).
-    pub fn new(ttl: Duration) -> Self {
+    /// Expectations that lapse after `ttl` on `clock` (a watch event lost for good
+    /// must not stall a world).
+    pub fn new(ttl: Duration, clock: Clock) -> Self {
         Self {
             ttl,
+            clock,
             by_world: Mutex::new(HashMap::new()),
         }
     }
@@ -106,7 +110,7 @@ impl Expectations {
         if expected.is_empty() {
             map.remove(uid);
         } else {
-            map.insert(uid.to_owned(), (expected, Instant::now()));
+            map.insert(uid.to_owned(), (expected, self.clock.instant()));
         }
     }
 
@@ -117,7 +121,9 @@ impl Expectations {
         let Some((expected, at)) = map.get(uid) else {
             return true;
         };
-        if at.elapsed() > self.ttl || satisfied(expected, world_version, pods) {
+        if self.clock.instant().saturating_duration_since(*at) > self.ttl
+            || satisfied(expected, world_version, pods)
+        {
             map.remove(uid);
             return true;
         }
@@ -205,7 +211,8 @@ mod tests {
 
     #[test]
     fn expectations_are_forgotten_once_met_or_lapsed() {
-        let x = Expectations::new(Duration::from_secs(3600));
+        let (clock, hand) = Clock::manual(fleetforge_core::Timestamp(0));
+        let x = Expectations::new(Duration::from_secs(3600), clock.clone());
         let e = Expected {
             created: ["a".to_owned()].into(),
             ..Expected::default()
@@ -215,9 +222,10 @@ mod tests {
         assert!(x.ready("w", None, &[pod("a", "1", false)]));
         assert!(x.ready("w", None, &[]), "met once, forgotten");
 
-        let lapsing = Expectations::new(Duration::ZERO);
-        lapsing.expect("w", e);
-        std::thread::sleep(Duration::from_millis(2));
-        assert!(lapsing.ready("w", None, &[]));
+        x.expect("w", e);
+        hand.advance(Duration::from_secs(3599));
+        assert!(!x.ready("w", None, &[]), "not met, not lapsed");
+        hand.advance(Duration::from_secs(2));
+        assert!(x.ready("w", None, &[]), "lapsed");
     }
 }

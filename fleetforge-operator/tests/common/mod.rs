@@ -7,9 +7,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use fleetforge_core::pacing::Pacing;
 use fleetforge_crd::WorldSpec;
-use fleetforge_operator::controller::Timing;
-use fleetforge_operator::run::{ControllerSettings, Scope, run_controllers};
+use fleetforge_operator::app::controllers::{ControllerSettings, run_controllers};
+use fleetforge_operator::config::cli::Scope;
+use fleetforge_operator::reconcile::context::{Identity, Timing};
+use fleetforge_operator::runtime::clock::Clock;
 use fleetforge_testenv::{TestEnv, workspace_root};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
@@ -54,13 +57,19 @@ impl InProcess {
             scope: Scope::Namespaces(vec![ns.to_owned()]),
             concurrency: 4,
             timing: Timing {
-                resync,
-                busy: Duration::from_millis(500),
+                pacing: Pacing {
+                    resync,
+                    busy: Duration::from_millis(500),
+                },
                 ..Timing::default()
             },
-            instance: user.clone(),
+            identity: Identity {
+                instance: user.clone(),
+                user: None,
+            },
             sampling: None,
-            tokens: std::sync::Arc::new(fleetforge_operator::cell_token::TokenKeys::ephemeral()?),
+            tokens: std::sync::Arc::new(fleetforge_operator::cells::tokens::TokenKeys::ephemeral()?),
+            clock: Clock::system(),
         };
         let synced = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = synced.clone();
@@ -82,6 +91,51 @@ impl InProcess {
             .await
             .context("controllers did not stop within 30s")??;
         Ok(())
+    }
+}
+
+/// The operator's own count of successful reconciles,
+/// `fleetforge_reconciles_total{result="ok"}` as its `/metrics` renders it, of the
+/// controllers that run on the calling thread while this lives.
+///
+/// That counter has no `world` label, and the tests of a binary run at once, each
+/// with an operator of its own: a recorder installed for the whole process would
+/// add up every test's reconciles, so another test's could make up for a world
+/// that never reconciled. This recorder is instead the calling thread's default
+/// ([`metrics::set_default_local_recorder`]); a `#[tokio::test]` runs its
+/// (current-thread) runtime, and with it every task its operator spawns, on the
+/// test's own thread, which no other test uses. A reconcile run on another thread
+/// would go uncounted: the count can come out too low, never too high.
+pub struct ThreadReconciles {
+    recorder: &'static metrics_exporter_prometheus::PrometheusRecorder,
+    _installed: metrics::LocalRecorderGuard<'static>,
+}
+
+impl ThreadReconciles {
+    /// Makes a fresh recorder the default of the calling thread until dropped. Call
+    /// it before starting the operator it should count.
+    pub fn install() -> Self {
+        // Leaked so the guard can borrow it for as long as the test holds both: a
+        // few bytes per test.
+        let recorder: &'static _ = Box::leak(Box::new(
+            metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
+        ));
+        let installed = metrics::set_default_local_recorder(recorder);
+        Self {
+            recorder,
+            _installed: installed,
+        }
+    }
+
+    /// Successful reconciles so far.
+    pub fn ok(&self) -> u64 {
+        let series = format!("{}{{result=\"ok\"}} ", fleetforge_obs::metrics::RECONCILES);
+        self.recorder
+            .handle()
+            .render()
+            .lines()
+            .find_map(|line| line.strip_prefix(&series)?.trim().parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -129,21 +183,6 @@ pub fn is_ready(ws: &WorldSpec) -> bool {
 /// The value of annotation `key` of a Pod.
 pub fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
     pod.metadata.annotations.as_ref()?.get(key).map(String::as_str)
-}
-
-/// The YAML documents of a manifest file, empty ones left out.
-pub fn yaml_docs(path: &std::path::Path) -> anyhow::Result<Vec<serde_yaml_ng::Value>> {
-    use serde::Deserialize as _;
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut docs = Vec::new();
-    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-        let value =
-            serde_yaml_ng::Value::deserialize(doc).with_context(|| format!("parsing {}", path.display()))?;
-        if !value.is_null() {
-            docs.push(value);
-        }
-    }
-    Ok(docs)
 }
 
 /// Server-side applies `obj` as field manager `manager` (a dry run when

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use fleetforge_core::Bounds;
+use fleetforge_core::contract::{self, env};
 use fleetforge_crd::keys::decode_bounds;
 use fleetforge_obs::LogFormat;
 
@@ -19,30 +20,30 @@ use fleetforge_obs::LogFormat;
 pub struct Args {
     /// Address to bind: the Pod's IP, so the cell is reached where the operator
     /// expects it.
-    #[arg(long, env = "FLEETFORGE_POD_IP", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED), value_name = "IP")]
+    #[arg(long, env = env::POD_IP, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED), value_name = "IP")]
     pub pod_ip: IpAddr,
 
     /// Port of the cell contract (health, load, hand-over, metrics).
     #[arg(
         long,
-        env = "FLEETFORGE_HTTP_PORT",
-        default_value_t = 8080,
+        env = env::HTTP_PORT,
+        default_value_t = contract::HTTP_PORT,
         value_name = "PORT"
     )]
     pub http_port: u16,
 
     /// Name of the world the cell belongs to.
-    #[arg(long, env = "FLEETFORGE_WORLD", value_name = "NAME")]
+    #[arg(long, env = env::WORLD, value_name = "NAME")]
     pub world: Option<String>,
 
     /// Id of the cell (for example `c3-01`).
-    #[arg(long, env = "FLEETFORGE_CELL_ID", value_name = "ID")]
+    #[arg(long, env = env::CELL_ID, value_name = "ID")]
     pub cell_id: Option<String>,
 
     /// Incarnation of the cell: 0 for its first process.
     #[arg(
         long,
-        env = "FLEETFORGE_CELL_INCARNATION",
+        env = env::INCARNATION,
         default_value_t = 0,
         value_name = "N"
     )]
@@ -50,18 +51,18 @@ pub struct Args {
 
     /// Name of the Pod, the prefix of every session id this process creates.
     /// Default: `<cell>-<incarnation>`.
-    #[arg(long, env = "FLEETFORGE_POD_NAME", value_name = "NAME")]
+    #[arg(long, env = env::POD_NAME, value_name = "NAME")]
     pub pod_name: Option<String>,
 
     /// The cell's space, as the JSON of the operator's bounds annotation:
     /// `{"x":{"min":0,"max":500},"y":{"min":0,"max":500}}`.
-    #[arg(long, env = "FLEETFORGE_CELL_BOUNDS", value_name = "JSON")]
+    #[arg(long, env = env::BOUNDS, value_name = "JSON")]
     pub cell_bounds: Option<String>,
 
     /// Players the cell is sized for.
     #[arg(
         long,
-        env = "FLEETFORGE_CELL_CAPACITY",
+        env = env::CAPACITY,
         default_value_t = 100,
         value_name = "N"
     )]
@@ -70,7 +71,7 @@ pub struct Args {
     /// Directory holding the world's shared token in file `token` (and, during a
     /// rotation, the one before it in `previous`), as a Secret volume mounts them.
     /// Without it every authenticated endpoint answers 401.
-    #[arg(long, env = "FLEETFORGE_TOKEN_DIR", value_name = "DIR")]
+    #[arg(long, env = env::TOKEN_DIR, value_name = "DIR")]
     pub token_dir: Option<PathBuf>,
 
     /// Seconds to wait after SIGTERM for the cell's sessions to be handed over
@@ -149,18 +150,18 @@ impl Args {
                 problem: "required (or its flag)".to_owned(),
             }),
         };
-        let world = required("FLEETFORGE_WORLD", self.world)?;
-        let cell_id = required("FLEETFORGE_CELL_ID", self.cell_id)?;
-        let raw_bounds = required("FLEETFORGE_CELL_BOUNDS", self.cell_bounds)?;
+        let world = required(env::WORLD, self.world)?;
+        let cell_id = required(env::CELL_ID, self.cell_id)?;
+        let raw_bounds = required(env::BOUNDS, self.cell_bounds)?;
         let bounds = decode_bounds(&raw_bounds).map_err(|e| ConfigError {
-            variable: "FLEETFORGE_CELL_BOUNDS",
+            variable: env::BOUNDS,
             // The annotation error names the annotation key, which means nothing
             // to whoever set the variable; keep only the problem.
             problem: format!("not valid bounds JSON ({}): {raw_bounds:?}", e.problem),
         })?;
         let pod_name = match self.pod_name {
             None => format!("{cell_id}-{}", self.cell_incarnation),
-            name => required("FLEETFORGE_POD_NAME", name)?,
+            name => required(env::POD_NAME, name)?,
         };
         let secs = self.drain_timeout_seconds;
         if !(0.0..=86_400.0).contains(&secs) {

@@ -105,6 +105,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    // The address actually bound: with port 0 the kernel picked one, and whoever
+    // started the cell learns it from this line.
+    let bound = listener.local_addr().unwrap_or(listen);
     // Signals are taken over only now: until the socket is bound there is
     // nothing to drain, and their default action, exiting, is right.
     let mut signals = Signals::listen().context("listening for signals")?;
@@ -121,7 +124,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             })
             .into_future(),
     );
-    info!(address = %listen, "serving");
+    info!(address = %bound, "serving");
 
     tokio::select! {
         signal = signals.next() => info!(signal, "stopping: draining first"),

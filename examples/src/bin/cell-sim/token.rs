@@ -10,9 +10,9 @@
 use std::path::{Path, PathBuf};
 
 /// File holding the current token.
-pub const CURRENT: &str = "token";
+pub const CURRENT: &str = fleetforge_core::contract::TOKEN_FILE;
 /// File holding the token before the last rotation, while it is still accepted.
-pub const PREVIOUS: &str = "previous";
+pub const PREVIOUS: &str = fleetforge_core::contract::PREVIOUS_TOKEN_FILE;
 
 /// Where the tokens are mounted.
 #[derive(Debug, Clone)]
