@@ -787,12 +787,12 @@ fn every_alert_has_severity_summary_description_and_a_runbook_section() {
 // ---------------------------------------------------------------------------
 // scrape wiring: Deployment -> Service -> ServiceMonitor -> job label
 
-/// The documents of a multi-document YAML file.
+/// The documents of a multi-document YAML file (the tests' one reader).
 fn docs_of(path: &Path) -> Vec<Value> {
-    read(path)
-        .split("\n---")
-        .map(|doc| serde_yaml_ng::from_str(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .filter(|v: &Value| !v.is_null())
+    fleetforge_testenv::yaml::file_documents(path)
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .into_iter()
+        .map(|doc| serde_yaml_ng::to_value(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
         .collect()
 }
 

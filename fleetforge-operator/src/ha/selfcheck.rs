@@ -278,10 +278,9 @@ mod tests {
     fn the_shipped_rbac_grants_exactly_the_documented_set() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac");
         let granted = |file: &str, kind: &str| -> BTreeSet<(String, String, String)> {
-            let text = std::fs::read_to_string(root.join(file)).unwrap();
             let mut out = BTreeSet::new();
-            for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-                let v: serde_yaml_ng::Value = serde::Deserialize::deserialize(doc).unwrap();
+            for doc in fleetforge_testenv::yaml::file_documents(&root.join(file)).unwrap() {
+                let v: serde_yaml_ng::Value = serde_yaml_ng::to_value(doc).unwrap();
                 if v["kind"].as_str() != Some(kind) {
                     continue;
                 }
