@@ -85,6 +85,10 @@ pub struct WorldSpecSpec {
     /// world's cells must fit `topology.maxCellsPerCluster`.
     #[serde(default)]
     pub multi_cluster_enabled: bool,
+    /// How players find the world's cells through the FleetForge gateway.
+    /// Unpublished by default: the gateway answers only for worlds that opt in.
+    #[serde(default)]
+    pub gateway: Gateway,
 }
 
 /// The world's space and its initial partition.
@@ -298,6 +302,31 @@ impl Default for Scaling {
     }
 }
 
+/// Publication of the world through the player gateway, which tells a player's
+/// client which cell serves a position (see `docs/gateway.md`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Gateway {
+    /// Whether the gateway answers for this world. Default false: a world that
+    /// does not opt in is answered `404`, exactly like one that does not exist.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The port the world's game servers take players on; the gateway answers a
+    /// cell's address as its Pod IP and this port. 1-65535, default 7777.
+    #[schemars(range(min = 1, max = 65535))]
+    #[serde(default = "defaults::game_port")]
+    pub game_port: u16,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            game_port: defaults::game_port(),
+        }
+    }
+}
+
 /// Periodic checkpoints of cell state to a volume.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -348,6 +377,9 @@ const DURATION_RULE: &str =
 mod defaults {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+    pub fn game_port() -> u16 {
+        7777
+    }
     pub fn max_players_per_cell() -> u32 {
         100
     }

@@ -60,7 +60,24 @@ pub const LOAD_SAMPLES: &str = "fleetforge_load_samples_total";
 /// Load samples that failed (no answer in time, or an unreadable answer), by `reason`.
 pub const LOAD_SAMPLING_ERRORS: &str = "fleetforge_load_sampling_errors_total";
 
-/// Every metric the operator exports, by its base name (a histogram also exports
+/// Requests the player gateway answered, by `route` (`locate`, `topology`,
+/// `topology_stream`, `other`) and HTTP `code`.
+pub const GATEWAY_REQUESTS: &str = "fleetforge_gateway_requests_total";
+/// Time the gateway took to answer a request, by `route`, in seconds (for a
+/// stream: until its first event).
+pub const GATEWAY_REQUEST_DURATION: &str = "fleetforge_gateway_request_duration_seconds";
+/// Worlds the gateway publishes (their WorldSpec opts in and can be read).
+pub const GATEWAY_WORLDS: &str = "fleetforge_gateway_worlds";
+/// Authoritative cells of the worlds the gateway publishes.
+pub const GATEWAY_CELLS: &str = "fleetforge_gateway_cells";
+/// Time from a cell becoming authoritative in the cluster (its activation) to the
+/// gateway answering with it, in seconds.
+pub const GATEWAY_DIRECTORY_LAG: &str = "fleetforge_gateway_directory_lag_seconds";
+/// Cell Pods and WorldSpecs the gateway could not read, by `kind` (`pod`,
+/// `worldspec`): they are left out of the directory, never guessed at.
+pub const GATEWAY_UNREADABLE: &str = "fleetforge_gateway_unreadable_objects_total";
+
+/// Every metric FleetForge exports (the operator and the gateway), by its base name (a histogram also exports
 /// `_bucket`, `_sum` and `_count` series). Dashboards and alert rules may use only
 /// these; a test holds them to it.
 pub const ALL: &[&str] = &[
@@ -88,6 +105,12 @@ pub const ALL: &[&str] = &[
     SESSIONS_LOST,
     LOAD_SAMPLES,
     LOAD_SAMPLING_ERRORS,
+    GATEWAY_REQUESTS,
+    GATEWAY_REQUEST_DURATION,
+    GATEWAY_WORLDS,
+    GATEWAY_CELLS,
+    GATEWAY_DIRECTORY_LAG,
+    GATEWAY_UNREADABLE,
 ];
 
 /// Buckets for reconcile durations: a steady world takes well under a millisecond
@@ -107,6 +130,16 @@ const CELL_READY_BUCKETS: &[f64] = &[0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 
 /// Buckets for one cell's hand-over: a few thousand sessions take milliseconds to
 /// a second.
 const HANDOFF_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Buckets for the gateway's answers: a lookup is microseconds in the process,
+/// the 1 ms target of a locate leaves room for the network.
+const GATEWAY_REQUEST_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// Buckets for the gateway's directory lag: a watch event reaches it well within
+/// a second; the alert fires when answers trail the cluster by seconds.
+const DIRECTORY_LAG_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// Describes every metric to the installed recorder, so `/metrics` carries help
 /// texts and units.
@@ -184,6 +217,26 @@ pub fn describe() {
         LOAD_SAMPLING_ERRORS,
         "Load samples that failed, by reason (timeout, connect, status, body)."
     );
+    describe_counter!(
+        GATEWAY_REQUESTS,
+        "Requests the player gateway answered, by route and HTTP status code."
+    );
+    describe_histogram!(
+        GATEWAY_REQUEST_DURATION,
+        Unit::Seconds,
+        "Time the gateway took to answer a request, by route."
+    );
+    describe_gauge!(GATEWAY_WORLDS, "Worlds the gateway publishes.");
+    describe_gauge!(GATEWAY_CELLS, "Authoritative cells of the worlds the gateway publishes.");
+    describe_histogram!(
+        GATEWAY_DIRECTORY_LAG,
+        Unit::Seconds,
+        "Time from a cell's activation in the cluster to the gateway answering with it."
+    );
+    describe_counter!(
+        GATEWAY_UNREADABLE,
+        "Cell Pods and WorldSpecs the gateway could not read, by kind."
+    );
     describe_gauge!(
         EXCESS_PERMISSIONS,
         "Permissions the operator holds beyond its documented set, found by the startup self-check."
@@ -201,6 +254,8 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
         .set_buckets_for_metric(Matcher::Full(MERGE_DURATION.to_owned()), TRANSITION_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(HANDOFF_DURATION.to_owned()), HANDOFF_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(CELL_READY_DURATION.to_owned()), CELL_READY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(GATEWAY_REQUEST_DURATION.to_owned()), GATEWAY_REQUEST_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(GATEWAY_DIRECTORY_LAG.to_owned()), DIRECTORY_LAG_BUCKETS)?
         .install_recorder()?;
     describe();
     Ok(handle)
