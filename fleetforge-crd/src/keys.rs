@@ -52,6 +52,12 @@ pub const ANNOTATION_ROLE: &str = "fleetforge.io/role";
 /// Annotation on active cell Pods: when the cell took over its space, in
 /// milliseconds since the Unix epoch.
 pub const ANNOTATION_ACTIVE_SINCE: &str = "fleetforge.io/active-since";
+/// Annotation on active cell Pods: the layout epoch the operator stamped when it
+/// last activated the cell, a decimal number. It orders activations that share a
+/// millisecond, which [`ANNOTATION_ACTIVE_SINCE`] cannot; see the module docs of
+/// the gateway's directory (`fleetforge_gateway::directory`, "The layout epoch")
+/// for what a stamp must satisfy.
+pub const ANNOTATION_EPOCH: &str = "fleetforge.io/epoch";
 
 /// Annotation on a WorldSpec: cells to split now, comma-separated ids
 /// (`c0,c3-01`).
@@ -173,6 +179,18 @@ pub fn decode_layout(value: &str) -> Result<u64, AnnotationError> {
     })
 }
 
+/// Value of [`ANNOTATION_EPOCH`].
+pub fn encode_epoch(epoch: u64) -> String {
+    epoch.to_string()
+}
+
+/// Reads [`ANNOTATION_EPOCH`].
+pub fn decode_epoch(value: &str) -> Result<u64, AnnotationError> {
+    value
+        .parse()
+        .map_err(|e| AnnotationError::new(ANNOTATION_EPOCH, format!("{value:?} is not a layout epoch: {e}")))
+}
+
 /// Reads [`ANNOTATION_INCARNATION`].
 pub fn decode_incarnation(value: &str) -> Result<u32, AnnotationError> {
     value.parse().map_err(|e| {
@@ -288,6 +306,10 @@ mod tests {
             assert_eq!(decode_role(r, since.as_deref()).unwrap(), role);
         }
         assert_eq!(decode_incarnation("7").unwrap(), 7);
+        for epoch in [0, 1, 1_700_000_000_000, u64::MAX] {
+            assert_eq!(decode_epoch(&encode_epoch(epoch)).unwrap(), epoch);
+        }
+        assert_eq!(encode_epoch(1_700_000_000_001), "1700000000001");
     }
 
     #[test]
@@ -308,6 +330,11 @@ mod tests {
             ANNOTATION_ACTIVE_SINCE
         );
         assert_eq!(decode_role("leader", None).unwrap_err().key, ANNOTATION_ROLE);
+        for garbage in ["", "-1", "soon", "1.5", " 7", "0x10", "18446744073709551616"] {
+            let err = decode_epoch(garbage).unwrap_err();
+            assert_eq!(err.key, ANNOTATION_EPOCH, "{garbage:?}");
+            assert!(err.to_string().contains(ANNOTATION_EPOCH), "{err}");
+        }
     }
 
     #[test]

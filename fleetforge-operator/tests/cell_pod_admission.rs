@@ -41,7 +41,9 @@ async fn cell_pod_and_service_are_admitted_under_restricted_pod_security() -> an
     } else {
         Role::Incoming
     };
-    let desired = desired_pod(&ws, &world, &cell, &bounds, role)?;
+    // An active cell carries its layout epoch; the first one in a world is `now`.
+    let epoch = active.then_some(now.as_millis());
+    let desired = desired_pod(&ws, &world, &cell, &bounds, role, epoch)?;
     // The token Secret the Pod mounts; only its name is in the Pod spec.
     let tokens = TokenKeys::ephemeral()?
         .world_tokens(ws.metadata.uid.as_deref().unwrap_or_default())

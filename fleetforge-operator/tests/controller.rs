@@ -7,15 +7,15 @@
 mod common;
 
 use std::cell::Cell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, bail, ensure};
 use common::*;
 use fleetforge_crd::WorldSpec;
 use fleetforge_crd::keys::{
-    ANNOTATION_CELL, ANNOTATION_FORCE_MERGE, ANNOTATION_FORCE_SPLIT, ANNOTATION_REVISION, ANNOTATION_ROLE,
-    LABEL_CELL, LABEL_MANAGED_BY, LABEL_WORLD, ROLE_INCOMING,
+    ANNOTATION_CELL, ANNOTATION_EPOCH, ANNOTATION_FORCE_MERGE, ANNOTATION_FORCE_SPLIT, ANNOTATION_REVISION,
+    ANNOTATION_ROLE, LABEL_CELL, LABEL_MANAGED_BY, LABEL_WORLD, ROLE_ACTIVE, ROLE_INCOMING, decode_epoch,
 };
 use fleetforge_operator::mapping::cell_pod::service_name;
 use fleetforge_testenv::{Options, Profile, TestEnv};
@@ -70,6 +70,28 @@ fn cell_ids(pods: &[Pod]) -> BTreeSet<String> {
     pods.iter()
         .filter_map(|p| annotation(p, ANNOTATION_CELL).map(str::to_owned))
         .collect()
+}
+
+/// The layout epoch stamped on each active cell, by cell id. Every active cell
+/// must carry one that decodes, and no two the same: each activation is stamped
+/// above every mark in the world.
+fn active_epochs(pods: &[Pod]) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut epochs = BTreeMap::new();
+    for pod in pods {
+        if annotation(pod, ANNOTATION_ROLE) != Some(ROLE_ACTIVE) {
+            continue;
+        }
+        let id = annotation(pod, ANNOTATION_CELL).context("a cell Pod without a cell id")?;
+        let value =
+            annotation(pod, ANNOTATION_EPOCH).with_context(|| format!("active cell {id} is not stamped"))?;
+        epochs.insert(id.to_owned(), decode_epoch(value)?);
+    }
+    let distinct: BTreeSet<u64> = epochs.values().copied().collect();
+    ensure!(
+        distinct.len() == epochs.len(),
+        "two activations share a stamp: {epochs:?}"
+    );
+    Ok(epochs)
 }
 
 #[tokio::test]
@@ -263,6 +285,8 @@ async fn force_split_and_force_merge_by_annotation() -> anyhow::Result<()> {
     create_world(&client, &sample_world(&ns, "meadow")?).await?;
     ready_world(&client, &ns, "meadow").await?;
     let worlds: Api<WorldSpec> = Api::namespaced(client.clone(), &ns);
+    let initial = active_epochs(&live_cells(&client, &ns, "meadow").await?)?;
+    let parent = *initial.get("c0").context("no active c0 to split")?;
 
     let annotate = |key: &'static str, value: &'static str| {
         let worlds = worlds.clone();
@@ -290,6 +314,13 @@ async fn force_split_and_force_merge_by_annotation() -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(split.len(), 5, "{split:?}");
+    // The children were activated after the parent, so they are stamped above it.
+    let after_split = active_epochs(&live_cells(&client, &ns, "meadow").await?)?;
+    let children = ["c0-0", "c0-1"].map(|id| after_split.get(id).copied());
+    assert!(
+        children.iter().all(|c| c.is_some_and(|e| e > parent)),
+        "parent c0 at {parent}, children {children:?}"
+    );
     let ws = worlds.get("meadow").await?;
     assert!(
         !ws.annotations().contains_key(ANNOTATION_FORCE_SPLIT),
@@ -317,6 +348,13 @@ async fn force_split_and_force_merge_by_annotation() -> anyhow::Result<()> {
         }
     })
     .await?;
+    let merged = active_epochs(&live_cells(&client, &ns, "meadow").await?)?;
+    let child_max = children.iter().flatten().max().copied().unwrap_or(parent);
+    assert!(
+        merged.get("c0").is_some_and(|&e| e > child_max),
+        "children at {children:?}, merged c0 at {:?}",
+        merged.get("c0")
+    );
     eventually(
         "force-merge annotation removed, split and merge in the history",
         CONVERGE,

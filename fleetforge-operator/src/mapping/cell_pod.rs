@@ -17,9 +17,10 @@ use fleetforge_core::naming::dns_label;
 use fleetforge_core::{Bounds, CellRef, Role, World};
 use fleetforge_crd::WorldSpec;
 use fleetforge_crd::keys::{
-    ANNOTATION_ACTIVE_SINCE, ANNOTATION_BOUNDS, ANNOTATION_CELL, ANNOTATION_INCARNATION, ANNOTATION_LAYOUT,
-    ANNOTATION_REVISION, ANNOTATION_ROLE, ANNOTATION_TOKEN_FINGERPRINT, ANNOTATION_WORLD, LABEL_MANAGED_BY,
-    LABEL_WORLD, cell_labels, encode_bounds, encode_layout, encode_role, world_labels,
+    ANNOTATION_ACTIVE_SINCE, ANNOTATION_BOUNDS, ANNOTATION_CELL, ANNOTATION_EPOCH, ANNOTATION_INCARNATION,
+    ANNOTATION_LAYOUT, ANNOTATION_REVISION, ANNOTATION_ROLE, ANNOTATION_TOKEN_FINGERPRINT, ANNOTATION_WORLD,
+    LABEL_MANAGED_BY, LABEL_WORLD, cell_labels, encode_bounds, encode_epoch, encode_layout, encode_role,
+    world_labels,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Pod;
@@ -128,15 +129,19 @@ fn world_object_name(world: &str, suffix: &str) -> String {
 /// key and revision recorded on the Pod come from it, so the planner can tell a
 /// cell of an older layout or revision when it reads the Pod back. `role` is the
 /// role to record: [`Role::Incoming`] for a cell waiting for a hand-over, or
-/// [`Role::Active`] with the time it took over its space. When re-applying the Pod
-/// of an existing active cell, pass the `since` read back from the cluster, not the
-/// current time, or every reconcile would rewrite the annotation.
+/// [`Role::Active`] with the time it took over its space. `epoch` is the layout
+/// epoch stamped on a cell created active ([`ANNOTATION_EPOCH`]; the executor
+/// picks it above every mark in the world), `None` for an incoming cell. When
+/// re-applying the Pod of an existing active cell, pass the `since` and `epoch`
+/// read back from the cluster, not fresh ones, or every reconcile would rewrite
+/// the annotations.
 pub fn desired_pod(
     ws: &WorldSpec,
     world: &World,
     cell: &CellRef,
     bounds: &Bounds,
     role: Role,
+    epoch: Option<u64>,
 ) -> Result<Pod, DesiredError> {
     let (world_name, namespace, owner_ref) = owner(ws)?;
     let pod_name = cell.process_name(&world_name);
@@ -154,6 +159,9 @@ pub fn desired_pod(
     annotations.insert(ANNOTATION_ROLE.to_owned(), role_value.to_owned());
     if let Some(since) = since {
         annotations.insert(ANNOTATION_ACTIVE_SINCE.to_owned(), since);
+    }
+    if let Some(epoch) = epoch {
+        annotations.insert(ANNOTATION_EPOCH.to_owned(), encode_epoch(epoch));
     }
 
     let capacity = &ws.spec.capacity;
@@ -446,7 +454,7 @@ mod tests {
     #[test]
     fn pod_identity_labels_annotations_and_owner() {
         let (ws, world) = world_spec("meadow");
-        let pod = desired_pod(&ws, &world, &cell("c1-0", 2), &bounds(), Role::Incoming).unwrap();
+        let pod = desired_pod(&ws, &world, &cell("c1-0", 2), &bounds(), Role::Incoming, None).unwrap();
         let meta = &pod.metadata;
         assert_eq!(meta.name.as_deref(), Some("meadow-c1-0-r2"));
         assert_eq!(meta.namespace.as_deref(), Some("games"));
@@ -464,6 +472,7 @@ mod tests {
         assert_eq!(ann[ANNOTATION_REVISION], world.revision);
         assert_eq!(ann[ANNOTATION_ROLE], "incoming");
         assert!(!ann.contains_key(ANNOTATION_ACTIVE_SINCE));
+        assert!(!ann.contains_key(ANNOTATION_EPOCH));
         let owners = meta.owner_references.as_ref().unwrap();
         assert_eq!(owners.len(), 1);
         let o = &owners[0];
@@ -482,18 +491,20 @@ mod tests {
             Role::Active {
                 since: Timestamp(1_700_000_000_000),
             },
+            Some(1_700_000_000_002),
         )
         .unwrap();
         let ann = active.metadata.annotations.unwrap();
         assert_eq!(active.metadata.name.as_deref(), Some("meadow-c0"));
         assert_eq!(ann[ANNOTATION_ROLE], "active");
         assert_eq!(ann[ANNOTATION_ACTIVE_SINCE], "1700000000000");
+        assert_eq!(ann[ANNOTATION_EPOCH], "1700000000002");
     }
 
     #[test]
     fn pod_spec_meets_the_restricted_standard_and_the_cell_contract() {
         let (ws, world) = world_spec("meadow");
-        let pod = desired_pod(&ws, &world, &cell("c3", 0), &bounds(), Role::Incoming).unwrap();
+        let pod = desired_pod(&ws, &world, &cell("c3", 0), &bounds(), Role::Incoming, None).unwrap();
         let spec = pod.spec.unwrap();
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
         assert_eq!(spec.automount_service_account_token, Some(false));
@@ -570,8 +581,8 @@ mod tests {
     #[test]
     fn same_inputs_give_the_same_pod() {
         let (ws, world) = world_spec("meadow");
-        let a = desired_pod(&ws, &world, &cell("c0-1", 0), &bounds(), Role::Incoming).unwrap();
-        let b = desired_pod(&ws, &world, &cell("c0-1", 0), &bounds(), Role::Incoming).unwrap();
+        let a = desired_pod(&ws, &world, &cell("c0-1", 0), &bounds(), Role::Incoming, None).unwrap();
+        let b = desired_pod(&ws, &world, &cell("c0-1", 0), &bounds(), Role::Incoming, None).unwrap();
         assert_eq!(
             serde_json::to_string(&a).unwrap(),
             serde_json::to_string(&b).unwrap()
@@ -592,7 +603,7 @@ mod tests {
             let mut broken = ws.clone();
             clear(&mut broken);
             assert_eq!(
-                desired_pod(&broken, &world, &cell("c0", 0), &bounds(), Role::Incoming).unwrap_err(),
+                desired_pod(&broken, &world, &cell("c0", 0), &bounds(), Role::Incoming, None).unwrap_err(),
                 DesiredError::MissingMetadata(field)
             );
             assert_eq!(
@@ -623,8 +634,8 @@ mod tests {
         let matches =
             |labels: &BTreeMap<String, String>| selector.iter().all(|(k, v)| labels.get(k) == Some(v));
         for pod in [
-            desired_pod(&ws, &world, &cell("c0", 0), &bounds(), Role::Incoming).unwrap(),
-            desired_pod(&ws, &world, &cell("c3-01", 4), &bounds(), Role::Incoming).unwrap(),
+            desired_pod(&ws, &world, &cell("c0", 0), &bounds(), Role::Incoming, None).unwrap(),
+            desired_pod(&ws, &world, &cell("c3-01", 4), &bounds(), Role::Incoming, None).unwrap(),
         ] {
             assert!(matches(pod.metadata.labels.as_ref().unwrap()));
         }

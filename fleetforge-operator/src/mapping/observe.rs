@@ -8,12 +8,14 @@
 
 use std::collections::BTreeMap;
 
-use fleetforge_core::{Bounds, CellId, CellRef, Health, Observed, ObservedCell, Timestamp, TransitionRecord};
+use fleetforge_core::{
+    Bounds, CellId, CellRef, Health, Observed, ObservedCell, Role, Timestamp, TransitionRecord,
+};
 use fleetforge_crd::WorldSpecStatus;
 use fleetforge_crd::keys::{
-    ANNOTATION_ACTIVE_SINCE, ANNOTATION_BOUNDS, ANNOTATION_CELL, ANNOTATION_INCARNATION, ANNOTATION_LAYOUT,
-    ANNOTATION_REVISION, ANNOTATION_ROLE, AnnotationError, decode_bounds, decode_incarnation, decode_layout,
-    decode_role,
+    ANNOTATION_ACTIVE_SINCE, ANNOTATION_BOUNDS, ANNOTATION_CELL, ANNOTATION_EPOCH, ANNOTATION_INCARNATION,
+    ANNOTATION_LAYOUT, ANNOTATION_REVISION, ANNOTATION_ROLE, AnnotationError, ROLE_ACTIVE, decode_bounds,
+    decode_epoch, decode_incarnation, decode_layout, decode_role,
 };
 use fleetforge_crd::status::TransitionStatusError;
 use k8s_openapi::api::core::v1::Pod;
@@ -103,6 +105,32 @@ pub fn observed_cell(pod: &Pod) -> Result<ObservedCell, ObserveError> {
         health: health(pod),
         created_at,
         samples: Vec::new(),
+    })
+}
+
+/// A cell Pod's *mark*, by which the gateway's directory orders activations: the
+/// layout epoch the operator stamped when it last activated the cell
+/// ([`ANNOTATION_EPOCH`]), else the time it became active in milliseconds; `None`
+/// for a cell that is not active.
+///
+/// The operator reads marks only to stamp the next activation above them, so a
+/// value that does not decode is passed over instead of reported: a stamp it
+/// cannot read must not stop the world's activations. A garbled stamp falls back
+/// to the activation time, which can only raise the next stamp.
+pub fn mark(pod: &Pod) -> Option<u64> {
+    let annotations = pod.metadata.annotations.as_ref()?;
+    if annotations.get(ANNOTATION_ROLE).map(String::as_str) != Some(ROLE_ACTIVE) {
+        return None;
+    }
+    let stamped = annotations
+        .get(ANNOTATION_EPOCH)
+        .and_then(|v| decode_epoch(v).ok());
+    stamped.or_else(|| {
+        let since = annotations.get(ANNOTATION_ACTIVE_SINCE).map(String::as_str);
+        match decode_role(ROLE_ACTIVE, since).ok()? {
+            Role::Active { since } => Some(since.as_millis()),
+            Role::Incoming => None,
+        }
     })
 }
 
@@ -330,7 +358,7 @@ mod tests {
             id: cell.parse().unwrap(),
             incarnation,
         };
-        let mut pod = desired_pod(&ws, &world, &cell, &bounds, role).unwrap();
+        let mut pod = desired_pod(&ws, &world, &cell, &bounds, role, None).unwrap();
         pod.metadata.creation_timestamp = Some(at(CREATED));
         pod
     }
@@ -381,6 +409,49 @@ mod tests {
             assert_eq!(observed.health, Health::Starting);
             assert!(observed.samples.is_empty());
         }
+    }
+
+    #[test]
+    fn a_mark_is_the_stamp_else_the_activation_time_and_never_an_error() {
+        let active = |since: u64| {
+            pod(
+                "c0",
+                0,
+                Bounds::rect((0.0, 500.0), (0.0, 500.0)).unwrap(),
+                Role::Active {
+                    since: Timestamp(since),
+                },
+            )
+        };
+        let with = |mut p: Pod, key: &str, value: &str| {
+            p.metadata
+                .annotations
+                .as_mut()
+                .unwrap()
+                .insert(key.to_owned(), value.to_owned());
+            p
+        };
+        assert_eq!(mark(&plain_pod()), None, "an incoming cell has no mark");
+        assert_eq!(
+            mark(&with(plain_pod(), ANNOTATION_EPOCH, "9")),
+            None,
+            "nor does a stamp make one"
+        );
+        assert_eq!(mark(&active(1_000)), Some(1_000));
+        assert_eq!(mark(&with(active(1_000), ANNOTATION_EPOCH, "1002")), Some(1_002));
+        for garbage in ["", "-3", "soon", "1e3"] {
+            assert_eq!(
+                mark(&with(active(1_000), ANNOTATION_EPOCH, garbage)),
+                Some(1_000),
+                "{garbage:?}"
+            );
+        }
+        let no_time = with(active(1_000), ANNOTATION_ACTIVE_SINCE, "soon");
+        assert_eq!(mark(&no_time), None);
+        assert_eq!(mark(&with(no_time, ANNOTATION_EPOCH, "7")), Some(7));
+        let mut bare = active(1_000);
+        bare.metadata.annotations = None;
+        assert_eq!(mark(&bare), None);
     }
 
     #[test]

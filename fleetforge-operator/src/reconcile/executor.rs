@@ -8,7 +8,9 @@
 use fleetforge_core::plan::{Action as PlanAction, Plan, Target, Transition, TransitionKind};
 use fleetforge_core::{Bounds, CellRef, Health, Observed, ObservedCell, Role, Timestamp, World};
 use fleetforge_crd::WorldSpec;
-use fleetforge_crd::keys::{ANNOTATION_ACTIVE_SINCE, ANNOTATION_ROLE, FIELD_MANAGER, encode_role};
+use fleetforge_crd::keys::{
+    ANNOTATION_ACTIVE_SINCE, ANNOTATION_EPOCH, ANNOTATION_ROLE, FIELD_MANAGER, encode_epoch, encode_role,
+};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -18,6 +20,7 @@ use tracing::{debug, info};
 
 use crate::cells::handover::{self, Destination, Source};
 use crate::mapping::cell_pod::desired_pod;
+use crate::mapping::observe::mark;
 use crate::reconcile::context::Context;
 use crate::reconcile::report;
 use crate::runtime::error::Error;
@@ -39,6 +42,9 @@ pub struct Executor<'a> {
     observed: &'a Observed,
     pods: &'a [Pod],
     now: Timestamp,
+    /// The highest mark among the world's cell Pods and the stamps this executor
+    /// wrote: the next activation is stamped above it ([`next_epoch`]).
+    highest_mark: Option<u64>,
     expected: &'a mut Expected,
     namespace: String,
     world_name: String,
@@ -64,11 +70,21 @@ impl<'a> Executor<'a> {
             observed,
             pods,
             now,
+            highest_mark: pods.iter().filter_map(mark).max(),
             expected,
             namespace: ws.namespace().unwrap_or_default(),
             world_name: ws.name_any(),
             progress: Progress::default(),
         }
+    }
+
+    /// The layout epoch to stamp on a cell this reconcile activates now. Raising
+    /// the floor with it makes the next activation of the same reconcile, even
+    /// within the same millisecond, come out higher still.
+    fn stamp(&mut self) -> u64 {
+        let stamp = next_epoch(self.now, self.highest_mark);
+        self.highest_mark = Some(stamp);
+        stamp
     }
 
     fn pods_api(&self) -> Api<Pod> {
@@ -223,13 +239,7 @@ impl<'a> Executor<'a> {
         }
         let mut desired = Vec::with_capacity(creates.len());
         for (cell, bounds, active) in creates {
-            let role = if *active {
-                Role::Active { since: self.now }
-            } else {
-                Role::Incoming
-            };
-            let pod = desired_pod(self.ws, self.world, cell, bounds, role)?;
-            let name = pod.metadata.name.clone().unwrap_or_default();
+            let name = cell.process_name(&self.world_name);
             if let Some(old) = self.pod_named(&name) {
                 // The name of a Pod still terminating: applying now would only
                 // touch the dying Pod. Its deletion wakes the world again.
@@ -237,6 +247,8 @@ impl<'a> Executor<'a> {
                 self.progress.waiting = true;
                 continue;
             }
+            let (role, epoch) = self.created_role(*active);
+            let pod = desired_pod(self.ws, self.world, cell, bounds, role, epoch)?;
             desired.push((name, pod));
         }
         // Expected before the calls: one that fails after the server acted still
@@ -264,7 +276,18 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    /// Hands `cell` its space: the role annotations of its Pod change to active.
+    /// The role and stamp of a cell created now: one created active is activated
+    /// by its creation and is stamped like any other activation.
+    fn created_role(&mut self, active: bool) -> (Role, Option<u64>) {
+        if active {
+            (Role::Active { since: self.now }, Some(self.stamp()))
+        } else {
+            (Role::Incoming, None)
+        }
+    }
+
+    /// Hands `cell` its space: the role annotations of its Pod change to active,
+    /// with a fresh stamp (a re-activation too: it changes who owns the space).
     ///
     /// Only the annotations are patched. A Pod's spec cannot change once it runs,
     /// and the cell may have been created under an older spec (a split started
@@ -276,9 +299,11 @@ impl<'a> Executor<'a> {
             return Ok(());
         }
         let (role, since) = encode_role(Role::Active { since: self.now });
+        let epoch = self.stamp();
         let patch = json!({"metadata": {"annotations": {
             ANNOTATION_ROLE: role,
             ANNOTATION_ACTIVE_SINCE: since,
+            ANNOTATION_EPOCH: encode_epoch(epoch),
         }}});
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_owned()),
@@ -289,7 +314,7 @@ impl<'a> Executor<'a> {
             .await
             .map_err(|e| Error::api("patch", format!("pod {}/{name}", self.namespace), e))?;
         self.expected.activated.insert(name.clone());
-        info!(pod = %name, kind = %transition.kind, "cell took over its space");
+        info!(pod = %name, kind = %transition.kind, epoch, "cell took over its space");
         Ok(())
     }
 
@@ -336,6 +361,80 @@ impl<'a> Executor<'a> {
         let uid = live.metadata.uid.as_deref().unwrap_or_default();
         if let Some(lost) = self.ctx.cells.samples.take_lost(uid).filter(|&n| n > 0) {
             report::sessions_lost(self.ctx, self.ws, cell, lost).await;
+        }
+    }
+}
+
+/// The layout epoch to stamp on a cell activated at `now`, given the marks of the
+/// world's cells (`marks`, the stamps of earlier activations of the same reconcile
+/// among them): `max(now in ms, highest mark + 1)`.
+///
+/// Above every mark, so the cell wins every point it covers in the gateway's
+/// directory and the world's epoch grows even when activations share a
+/// millisecond; and never below `now`, so stamps stay on the scale of activation
+/// times, which unstamped cells are marked by. A mark of `u64::MAX`, which no
+/// clock reaches, can only be tied.
+fn next_epoch(now: Timestamp, marks: impl IntoIterator<Item = u64>) -> u64 {
+    let above = marks.into_iter().max().map_or(0, |m| m.saturating_add(1));
+    above.max(now.as_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_epoch;
+    use fleetforge_core::Timestamp;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    #[test]
+    fn a_stamp_is_now_unless_a_mark_reaches_it() {
+        assert_eq!(next_epoch(Timestamp(NOW), []), NOW);
+        assert_eq!(next_epoch(Timestamp(NOW), [NOW - 5, 3]), NOW);
+        assert_eq!(next_epoch(Timestamp(NOW), [NOW - 1]), NOW);
+        assert_eq!(next_epoch(Timestamp(NOW), [NOW]), NOW + 1);
+        // A clock behind the world's marks (another operator's, before a restart).
+        assert_eq!(next_epoch(Timestamp(NOW), [NOW + 40, NOW - 2]), NOW + 41);
+        assert_eq!(next_epoch(Timestamp(0), []), 0);
+        assert_eq!(next_epoch(Timestamp(NOW), [u64::MAX]), u64::MAX);
+    }
+
+    /// A small deterministic generator (xorshift), so the property below covers
+    /// many cases without a dependency.
+    fn numbers(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
+    #[test]
+    fn stamps_exceed_every_mark_reach_now_and_grow_within_a_reconcile() {
+        let mut next = numbers(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..2_000 {
+            // Marks and clocks near one another, so ties and clocks behind the
+            // marks come up often.
+            let base = NOW + next() % 1_000;
+            let near = |n: &mut dyn FnMut() -> u64| base - 20 + n() % 40;
+            let now = Timestamp(near(&mut next));
+            let marks: Vec<u64> = (0..next() % 6).map(|_| near(&mut next)).collect();
+            // One reconcile activating several cells in the same millisecond.
+            let mut highest = marks.iter().copied().max();
+            let mut last = None;
+            for _ in 0..1 + next() % 4 {
+                let stamp = next_epoch(now, highest);
+                assert!(marks.iter().all(|&m| stamp > m), "{stamp} vs {marks:?}");
+                assert!(stamp >= now.as_millis(), "{stamp} before {now:?}");
+                assert!(last.is_none_or(|l| stamp > l), "{stamp} after {last:?}");
+                assert_eq!(
+                    stamp,
+                    next_epoch(now, marks.iter().copied().chain(last)),
+                    "the floor stands for every mark and earlier stamp"
+                );
+                highest = Some(stamp);
+                last = Some(stamp);
+            }
         }
     }
 }
