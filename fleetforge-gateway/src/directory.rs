@@ -113,6 +113,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use fleetforge_core::{Bounds, CellRef, Point, Role, Timestamp};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::index::Index;
@@ -203,7 +204,7 @@ fn total_order(a: &CellEntry, b: &CellEntry) -> Ordering {
 /// The version of a world's layout: it grows when the cells that own the world's
 /// space change (see the module docs for the argument, and its limits). Compare
 /// epochs with `<`; the fields are public so that an answer can carry them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct Epoch {
     /// The highest mark among the authoritative cells: a stamped epoch, or an
     /// activation time in milliseconds.
@@ -216,6 +217,13 @@ pub struct Epoch {
 impl Epoch {
     /// The epoch of a world where no cell owns anything.
     pub const NONE: Epoch = Epoch { mark: 0, seq: 0 };
+}
+
+/// `mark.seq`, as a topology stream numbers its events.
+impl std::fmt::Display for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.mark, self.seq)
+    }
 }
 
 /// Why a cell given to the directory is not authoritative.

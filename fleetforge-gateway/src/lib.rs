@@ -5,8 +5,7 @@
 //! roll-out and replacement, so the gateway must never send a player to a cell
 //! that does not own the space yet, or no longer does.
 //!
-//! What exists so far is the pure heart of it, with no I/O, no clock and no
-//! Kubernetes types:
+//! Its heart is pure, with no I/O, no clock and no Kubernetes types:
 //!
 //! - [`directory`]: from plain data describing a world's cell processes
 //!   ([`CellEntry`]: id, incarnation, bounds, role, readiness, termination,
@@ -39,13 +38,27 @@
 //! assert!(owner.serving());
 //! ```
 //!
-//! Still to come (issue 15): reading cell Pods and WorldSpecs through watches into
-//! directories, the HTTP API (`locate`, `topology` and its stream of changes),
-//! hardening for the internet, metrics, and the deployment.
+//! Around it, the process (with I/O):
+//!
+//! - [`cluster`]: cell Pods and WorldSpecs read into that plain data;
+//! - [`worlds`]: what is known of every world, and the [`worlds::WorldView`]
+//!   each request answers from; [`topology`]: face neighbours;
+//! - [`watch`]: the watches that keep it current; [`state`]: what they share
+//!   with the handlers;
+//! - [`http`]: the player API (locate, topology and its stream) behind rate
+//!   limits and timeouts;
+//! - [`app`]: the command line and [`app::start`], the whole gateway.
 
+pub mod app;
+pub mod cluster;
 pub mod directory;
+pub mod http;
 pub mod index;
 pub mod query;
+pub mod state;
+pub mod topology;
+pub mod watch;
+pub mod worlds;
 
 pub use directory::{CellEntry, Directory, Epoch, ExcludedCell, Exclusion, LocateError, precedence};
 pub use index::{Index, owns};
