@@ -3,11 +3,13 @@
 # FleetForge images (see docs/security-supply-chain.md).
 #
 #   docker build -t fleetforge-operator .                  # the operator (default target)
+#   docker build --target gateway -t fleetforge-gateway .  # the player gateway
 #   docker build --target cell-sim -t fleetforge/cell-simulator:0.1.0 .   # example cell
 #
-# Both binaries are fully static (glibc with crt-static; TLS is rustls + ring, no
+# Every binary is fully static (glibc with crt-static; TLS is rustls + ring, no
 # OpenSSL), so they run on distroless/static: no shell, no package manager, no
-# libc, user 65532 (nonroot), the uid deploy/operator/deployment.yaml runs as.
+# libc, user 65532 (nonroot), the uid deploy/operator/deployment.yaml and
+# deploy/gateway/deployment.yaml run as.
 
 # Base images are pinned by tag. To pin a digest as well, append the one that
 #   docker buildx imagetools inspect <image:tag>
@@ -95,6 +97,37 @@ COPY --from=cell-sim-build /out/cell-sim /usr/local/bin/cell-sim
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/cell-sim"]
+
+# ---------------------------------------------------------------------------
+# The player gateway, built like the operator: its own dependency layer (it
+# shares most crates with the operator, but not all), then the sources.
+FROM deps AS gateway-build
+COPY --from=manifests /src /src
+RUN target="$(uname -m)-unknown-linux-gnu" \
+ && cargo build --release --locked --target "$target" -p fleetforge-gateway \
+ && find . -path ./target -prune -o -name '*.rs' -exec rm -f {} +
+COPY . .
+RUN find . -path ./target -prune -o -name '*.rs' -exec touch {} + \
+ && target="$(uname -m)-unknown-linux-gnu" \
+ && cargo build --release --locked --target "$target" -p fleetforge-gateway --bin fleetforge-gateway \
+ && mkdir -p /out \
+ && cp "target/$target/release/fleetforge-gateway" /out/ \
+ && if readelf -l /out/fleetforge-gateway | grep -q INTERP; then \
+      echo "fleetforge-gateway is dynamically linked" >&2; exit 1; \
+    fi \
+ && /out/fleetforge-gateway --version
+
+FROM gcr.io/distroless/static-debian12:nonroot AS gateway
+LABEL org.opencontainers.image.title="fleetforge-gateway" \
+      org.opencontainers.image.description="The FleetForge player gateway: tells game clients which cell of a world serves a position." \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/fleetforge/fleetforge"
+COPY --from=gateway-build /out/fleetforge-gateway /usr/local/bin/fleetforge-gateway
+# Numeric, so the kubelet can verify runAsNonRoot without reading /etc/passwd.
+USER 65532:65532
+# 8090: players; 8091: /healthz, /readyz, /metrics.
+EXPOSE 8090 8091
+ENTRYPOINT ["/usr/local/bin/fleetforge-gateway"]
 
 # ---------------------------------------------------------------------------
 # The operator image: the last stage, so the default target. distroless/static

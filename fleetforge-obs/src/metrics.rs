@@ -227,7 +227,10 @@ pub fn describe() {
         "Time the gateway took to answer a request, by route."
     );
     describe_gauge!(GATEWAY_WORLDS, "Worlds the gateway publishes.");
-    describe_gauge!(GATEWAY_CELLS, "Authoritative cells of the worlds the gateway publishes.");
+    describe_gauge!(
+        GATEWAY_CELLS,
+        "Authoritative cells of the worlds the gateway publishes."
+    );
     describe_histogram!(
         GATEWAY_DIRECTORY_LAG,
         Unit::Seconds,
@@ -254,8 +257,14 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
         .set_buckets_for_metric(Matcher::Full(MERGE_DURATION.to_owned()), TRANSITION_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(HANDOFF_DURATION.to_owned()), HANDOFF_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(CELL_READY_DURATION.to_owned()), CELL_READY_BUCKETS)?
-        .set_buckets_for_metric(Matcher::Full(GATEWAY_REQUEST_DURATION.to_owned()), GATEWAY_REQUEST_BUCKETS)?
-        .set_buckets_for_metric(Matcher::Full(GATEWAY_DIRECTORY_LAG.to_owned()), DIRECTORY_LAG_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(GATEWAY_REQUEST_DURATION.to_owned()),
+            GATEWAY_REQUEST_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(GATEWAY_DIRECTORY_LAG.to_owned()),
+            DIRECTORY_LAG_BUCKETS,
+        )?
         .install_recorder()?;
     describe();
     Ok(handle)

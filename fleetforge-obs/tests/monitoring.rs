@@ -11,8 +11,10 @@ use std::process::Command;
 use fleetforge_obs::metrics::ALL;
 use serde_yaml_ng::Value;
 
-/// The scrape job every rule and dashboard selects.
+/// The scrape job the operator's rules and dashboard panels select.
 const JOB: &str = "fleetforge-operator";
+/// The scrape job the player gateway's rules and dashboard panels select.
+const GATEWAY_JOB: &str = "fleetforge-gateway";
 /// The evaluation and scrape interval the alert timings assume.
 const INTERVAL: &str = "15s";
 /// Every promtool breach scenario starts at this time (see the tests' header).
@@ -806,12 +808,24 @@ fn labels_match(selector: &Value, labels: &Value) -> bool {
     }
 }
 
-#[test]
-fn the_service_monitor_scrapes_every_operator_replica_as_the_rules_job() {
+/// One component's scrape wiring: its Deployment (under `deploy/`), metrics
+/// Service and NetworkPolicies (under `deploy/`), and ServiceMonitor (under
+/// `deploy/monitoring/`), which must give its series `job`.
+struct Scrape<'a> {
+    component: &'a str,
+    deployment: &'a str,
+    service: &'a str,
+    policies: &'a str,
+    monitor: &'a str,
+    job: &'a str,
+}
+
+fn check_scrape_wiring(s: &Scrape<'_>) {
+    let component = s.component;
     let deploy = root().join("deploy");
-    let deployment = yaml(&deploy.join("operator/deployment.yaml"));
-    let service = yaml(&deploy.join("operator/metrics-service.yaml"));
-    let monitor = yaml(&monitoring().join("service-monitor.yaml"));
+    let deployment = yaml(&deploy.join(s.deployment));
+    let service = yaml(&deploy.join(s.service));
+    let monitor = yaml(&monitoring().join(s.monitor));
     let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     let admin = container["ports"]
@@ -819,7 +833,7 @@ fn the_service_monitor_scrapes_every_operator_replica_as_the_rules_job() {
         .expect("ports")
         .iter()
         .find(|p| str_of(p, "name") == Some("admin"))
-        .expect("the operator container has a port named admin");
+        .unwrap_or_else(|| panic!("the {component} container has no port named admin"));
 
     assert_eq!(
         str_of(&service["metadata"], "namespace"),
@@ -827,7 +841,7 @@ fn the_service_monitor_scrapes_every_operator_replica_as_the_rules_job() {
     );
     assert!(
         labels_match(&service["spec"]["selector"], pod_labels),
-        "the metrics Service does not select the operator Pods"
+        "the {component} metrics Service does not select the {component} Pods"
     );
     let port = &service["spec"]["ports"][0];
     assert_eq!(str_of(port, "name"), Some("metrics"));
@@ -835,7 +849,7 @@ fn the_service_monitor_scrapes_every_operator_replica_as_the_rules_job() {
     assert_eq!(
         service["spec"]["publishNotReadyAddresses"].as_bool(),
         Some(true),
-        "a leader syncing its caches is not ready, and must be scraped"
+        "a {component} replica that is not ready yet must be scraped"
     );
 
     let kustomization = yaml(&deploy.join("kustomization.yaml"));
@@ -844,8 +858,9 @@ fn the_service_monitor_scrapes_every_operator_replica_as_the_rules_job() {
             .as_sequence()
             .expect("resources")
             .iter()
-            .any(|r| r.as_str() == Some("operator/metrics-service.yaml")),
-        "deploy/kustomization.yaml does not include operator/metrics-service.yaml"
+            .any(|r| r.as_str() == Some(s.service)),
+        "deploy/kustomization.yaml does not include {}",
+        s.service
     );
 
     assert_eq!(str_of(&monitor, "kind"), Some("ServiceMonitor"));
@@ -854,53 +869,81 @@ fn the_service_monitor_scrapes_every_operator_replica_as_the_rules_job() {
             &monitor["spec"]["selector"]["matchLabels"],
             &service["metadata"]["labels"]
         ),
-        "the ServiceMonitor does not select the metrics Service"
+        "the {component} ServiceMonitor does not select its metrics Service"
     );
     let job_label = str_of(&monitor["spec"], "jobLabel").expect("jobLabel");
     assert_eq!(
         str_of(&service["metadata"]["labels"], job_label),
-        Some(JOB),
-        "series would not carry job=\"{JOB}\", which the rules select"
+        Some(s.job),
+        "{component} series would not carry job=\"{}\", which the rules select",
+        s.job
     );
     let endpoint = &monitor["spec"]["endpoints"][0];
     assert_eq!(str_of(endpoint, "port"), str_of(port, "name"));
     assert_eq!(str_of(endpoint, "path"), Some("/metrics"));
     assert_eq!(str_of(endpoint, "interval"), Some(INTERVAL));
 
-    // The operator's NetworkPolicy admits the scrape on the admin port.
+    // The component's NetworkPolicy admits the scrape on the admin port.
     let admin_port = admin["containerPort"].as_u64().expect("containerPort");
-    let admitted = docs_of(&deploy.join("operator/network-policies.yaml"))
-        .iter()
-        .any(|p| {
-            labels_match(&p["spec"]["podSelector"]["matchLabels"], pod_labels)
-                && p["spec"]["ingress"]
-                    .as_sequence()
-                    .into_iter()
-                    .flatten()
-                    .any(|rule| {
-                        rule["from"].as_sequence().into_iter().flatten().any(|f| {
-                            str_of(&f["namespaceSelector"]["matchLabels"], "fleetforge.io/monitoring")
-                                == Some("true")
-                        }) && rule["ports"]
-                            .as_sequence()
-                            .into_iter()
-                            .flatten()
-                            .any(|p| p["port"].as_u64() == Some(admin_port))
-                    })
-        });
+    let admitted = docs_of(&deploy.join(s.policies)).iter().any(|p| {
+        labels_match(&p["spec"]["podSelector"]["matchLabels"], pod_labels)
+            && p["spec"]["ingress"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .any(|rule| {
+                    rule["from"].as_sequence().into_iter().flatten().any(|f| {
+                        str_of(&f["namespaceSelector"]["matchLabels"], "fleetforge.io/monitoring")
+                            == Some("true")
+                    }) && rule["ports"]
+                        .as_sequence()
+                        .into_iter()
+                        .flatten()
+                        .any(|p| p["port"].as_u64() == Some(admin_port))
+                })
+    });
     assert!(
         admitted,
-        "no NetworkPolicy admits a fleetforge.io/monitoring=true namespace to port {admin_port}"
+        "no NetworkPolicy admits a fleetforge.io/monitoring=true namespace to the {component}'s port {admin_port}"
     );
+}
 
-    // And every selector of every rule names that job.
-    let this_job = format!("job=\"{JOB}\"");
+#[test]
+fn the_service_monitor_scrapes_every_operator_replica_as_the_rules_job() {
+    check_scrape_wiring(&Scrape {
+        component: "operator",
+        deployment: "operator/deployment.yaml",
+        service: "operator/metrics-service.yaml",
+        policies: "operator/network-policies.yaml",
+        monitor: "service-monitor.yaml",
+        job: JOB,
+    });
+}
+
+#[test]
+fn the_gateway_service_monitor_scrapes_every_gateway_replica_as_the_rules_job() {
+    check_scrape_wiring(&Scrape {
+        component: "gateway",
+        deployment: "gateway/deployment.yaml",
+        service: "gateway/metrics-service.yaml",
+        policies: "gateway/network-policies.yaml",
+        monitor: "gateway-service-monitor.yaml",
+        job: GATEWAY_JOB,
+    });
+}
+
+/// Every selector of every rule names one of the two jobs, and a rule selects
+/// one job only.
+#[test]
+fn every_rule_selects_the_operator_or_the_gateway_job() {
+    let jobs = [JOB, GATEWAY_JOB].map(|job| format!("job=\"{job}\""));
     for rule in rules(&rule_file()) {
         let expr = str_of(rule, "expr").expect("expr");
-        assert_eq!(
-            expr.matches("job=").count(),
-            expr.matches(&this_job).count(),
-            "{expr}: selects another job"
+        let selectors = expr.matches("job=").count();
+        assert!(
+            jobs.iter()
+                .any(|job| expr.matches(job.as_str()).count() == selectors),
+            "{expr}: selects another job, or both"
         );
     }
 }
@@ -915,7 +958,12 @@ fn the_monitoring_kustomization_ships_rules_monitor_and_dashboards() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    let expected: BTreeSet<&str> = ["prometheus-rule.yaml", "service-monitor.yaml"].into();
+    let expected: BTreeSet<&str> = [
+        "prometheus-rule.yaml",
+        "service-monitor.yaml",
+        "gateway-service-monitor.yaml",
+    ]
+    .into();
     assert_eq!(resources, expected);
     let generator = &k["configMapGenerator"][0];
     assert_eq!(

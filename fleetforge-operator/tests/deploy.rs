@@ -1,10 +1,12 @@
 //! The manifests in `deploy/` against a real API server (RBAC and PodSecurity
 //! on): every object under `deploy/` passes a server-side dry run (the
 //! kustomize base, the cell NetworkPolicy, the changed-by admission policy,
-//! the monitoring resources); the base applies, and the operator running with
+//! the monitoring resources); the base applies, every Deployment's Pod passes
+//! the namespace's `restricted` Pod Security, and the operator running with
 //! nothing but the shipped RBAC (its ServiceAccount, impersonated) elects
 //! itself leader and brings a world to Ready, while it is denied what it must
-//! not do and people get the WorldSpec rights their roles say.
+//! not do; the player gateway's ServiceAccount reads worlds and cell Pods and
+//! nothing else, and people get the WorldSpec rights their roles say.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -22,7 +24,7 @@ use fleetforge_operator::reconcile::context::{Identity, Timing};
 use fleetforge_operator::runtime::clock::Clock;
 use fleetforge_testenv::{Options, Profile, TestEnv, workspace_root, yaml};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -33,6 +35,7 @@ use tokio::sync::watch;
 
 const OPERATOR_NS: &str = "fleetforge-system";
 const OPERATOR_SA: &str = "fleetforge-operator";
+const GATEWAY_SA: &str = "fleetforge-gateway";
 
 /// Every object of the kustomize base, in the order its `resources` list them.
 fn base_objects() -> anyhow::Result<Vec<DynamicObject>> {
@@ -89,6 +92,31 @@ async fn the_operator_runs_with_the_shipped_rbac_only() -> anyhow::Result<()> {
     }
     for obj in &objects {
         apply(&admin, &discovery, obj, false).await?;
+    }
+    // PodSecurity enforces on Pods; on a Deployment it only warns. So each
+    // Deployment's Pod template, as a Pod, must pass `restricted` in its
+    // namespace (a dry run: the Deployments' own Pods are not waited for).
+    for obj in objects
+        .iter()
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "Deployment"))
+    {
+        let template = &obj.data["spec"]["template"];
+        let pod: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": format!("{}-pod-security", obj.name_any()),
+                "namespace": obj.namespace(),
+                "labels": template["metadata"]["labels"],
+            },
+            "spec": template["spec"],
+        }))?;
+        apply(&admin, &discovery, &pod, true).await.with_context(|| {
+            format!(
+                "a Pod of Deployment {} under restricted Pod Security",
+                obj.name_any()
+            )
+        })?;
     }
 
     // The operator as its ServiceAccount: leader election and controllers.
@@ -151,6 +179,41 @@ async fn the_operator_runs_with_the_shipped_rbac_only() -> anyhow::Result<()> {
             .await,
     ) {
         bail!("the operator can read other namespaces' Leases");
+    }
+
+    // The player gateway, as its ServiceAccount: it watches worlds and their
+    // cell Pods in every namespace, and can do nothing else.
+    let gateway = env.impersonate_service_account(OPERATOR_NS, GATEWAY_SA).await?;
+    let cells = Api::<Pod>::all(gateway.clone())
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=fleetforge"))
+        .await
+        .context("the gateway lists cell Pods")?;
+    ensure!(!cells.items.is_empty(), "the gateway sees no cell Pods");
+    Api::<WorldSpec>::all(gateway.clone())
+        .list(&ListParams::default())
+        .await
+        .context("the gateway lists WorldSpecs")?;
+    if !forbidden(Api::<Secret>::namespaced(gateway.clone(), &ns).get("any").await) {
+        bail!("the gateway can read Secrets");
+    }
+    let gateway_worlds: Api<WorldSpec> = Api::namespaced(gateway.clone(), &ns);
+    if !forbidden(
+        gateway_worlds
+            .patch(
+                "meadow",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"gateway": "was-here"}}})),
+            )
+            .await,
+    ) {
+        bail!("the gateway can change a world");
+    }
+    if !forbidden(
+        Api::<Pod>::namespaced(gateway.clone(), &ns)
+            .delete_collection(&Default::default(), &ListParams::default())
+            .await,
+    ) {
+        bail!("the gateway can delete Pods");
     }
 
     // People: fleetforge-viewer reads but does not write; the built-in `edit`
@@ -508,11 +571,14 @@ async fn every_manifest_under_deploy_passes_a_server_side_dry_run() -> anyhow::R
     for expected in [
         "CustomResourceDefinition worldspecs.fleetforge.io",
         "Deployment fleetforge-operator",
+        "Deployment fleetforge-gateway",
+        "ClusterRole fleetforge-gateway",
         "NetworkPolicy fleetforge-cells",
         "MutatingAdmissionPolicy fleetforge-changed-by",
         "MutatingAdmissionPolicyBinding fleetforge-changed-by",
         "PrometheusRule fleetforge",
         "ServiceMonitor fleetforge-operator",
+        "ServiceMonitor fleetforge-gateway",
         "ConfigMap fleetforge-dashboards",
     ] {
         ensure!(
