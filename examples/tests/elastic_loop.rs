@@ -7,7 +7,12 @@
 //! 1. Rounds of split and merge: a cell is ramped past the scale-up threshold
 //!    until it splits; the children must tile the parent, and every session must
 //!    sit in exactly one cell that contains it, none lost. Load is lowered until
-//!    the siblings merge back, with the same checks.
+//!    the siblings merge back, with the same checks. Throughout, the player
+//!    gateway locates a position of the splitting cell again and again: to the
+//!    parent until the child that contains it is active, then to that child,
+//!    never back, with a layout epoch that never falls (and the same through the
+//!    merge); the time from a cell's activation to the gateway's first answer
+//!    naming it is the directory lag of the summary.
 //!    A split whose child never comes up is rolled back: the children go, the
 //!    parent keeps serving with its sessions.
 //! 2. A storm: several cells hot at once, and again once split. The rate limit and
@@ -15,8 +20,9 @@
 //! 3. A cell's process is killed as if its node died: it must be detected and
 //!    replaced within seconds, and its sessions counted as lost.
 //!
-//! The figures (latencies, hand-over time, losses) are printed as a summary; run
-//! `cargo xtask e2e` for them from a release build.
+//! The figures (latencies, hand-over time, losses, directory lag) are printed as
+//! a summary; run `cargo xtask e2e` for them from a release build (with more
+//! rounds: `FLEETFORGE_E2E_ROUNDS`, default 3).
 
 #![allow(clippy::unwrap_used)]
 
@@ -29,13 +35,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use clap::Parser as _;
 use fleetforge_core::contract::{LoadReport, Session};
-use fleetforge_core::{Bounds, CellId};
+use fleetforge_core::{Axis, Bounds, CellId};
 use fleetforge_crd::WorldSpec;
 use fleetforge_crd::keys::{
-    ANNOTATION_BOUNDS, ANNOTATION_CELL, ANNOTATION_ROLE, ROLE_ACTIVE, decode_bounds, world_selector,
+    ANNOTATION_ACTIVE_SINCE, ANNOTATION_BOUNDS, ANNOTATION_CELL, ANNOTATION_ROLE, ROLE_ACTIVE, decode_bounds,
+    world_selector,
 };
+use fleetforge_gateway::app::{Running as Gateway, Settings as GatewaySettings};
+use fleetforge_gateway::http::Limits;
+use fleetforge_gateway::watch::Scope;
 use fleetforge_operator::config::cli::Cli;
 use fleetforge_operator::mapping::cell_pod::token_secret_name;
+use fleetforge_testenv::locate::{LocatePoller, check_run, first_naming};
 use fleetforge_testenv::{CellRunner, Profile, TestEnv};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
@@ -63,8 +74,21 @@ const STORM_PERIOD: Duration = Duration::from_secs(20);
 const CAPACITY: u32 = 2000;
 const UP: f64 = 0.8;
 const DOWN: f64 = 0.3;
-/// Rounds of split-then-merge for the latency figures.
+/// Rounds of split-then-merge for the latency figures, unless
+/// `FLEETFORGE_E2E_ROUNDS` says otherwise.
 const ROUNDS: usize = 3;
+/// How often the gateway poller asks where its position is: the resolution of
+/// the directory-lag figure.
+const LOCATE_EVERY: Duration = Duration::from_millis(10);
+
+fn rounds() -> anyhow::Result<usize> {
+    match std::env::var("FLEETFORGE_E2E_ROUNDS") {
+        Ok(n) => n
+            .parse()
+            .with_context(|| format!("FLEETFORGE_E2E_ROUNDS={n:?} is not a number of rounds")),
+        Err(_) => Ok(ROUNDS),
+    }
+}
 /// How long any one step of the loop may take before the test gives up.
 const STEP: Duration = Duration::from_secs(60);
 
@@ -292,6 +316,7 @@ fn world_spec(
         "metadata": {"name": name, "namespace": ns},
         "spec": {
             "gameServerImage": "fleetforge/cell-simulator:0.1.0",
+            "gateway": {"enabled": true},
             "topology": {
                 "initialCells": 2,
                 "worldBoundaries": {"xMin": 0, "xMax": 1000, "yMin": 0, "yMax": 1000},
@@ -419,6 +444,8 @@ struct Loop {
     hot: u32,
     stop: oneshot::Sender<()>,
     operator: JoinHandle<anyhow::Result<()>>,
+    /// The player gateway, in this process, reading the namespace as admin.
+    gateway: Gateway,
     _key_dir: tempfile::TempDir,
 }
 
@@ -485,6 +512,23 @@ impl Loop {
             ended = &mut operator => bail!("the operator stopped before its admin server listened: {ended:?}"),
         };
 
+        let gateway = fleetforge_gateway::app::start(
+            client.clone(),
+            GatewaySettings {
+                scope: Scope::Namespace(ns.clone()),
+                listen: "127.0.0.1:0".parse()?,
+                admin_listen: None,
+                limits: Limits {
+                    rate_per_second: 1e4,
+                    burst: 10_000,
+                    ..Limits::default()
+                },
+            },
+            None,
+            None,
+        )
+        .await?;
+
         Ok(Self {
             worlds: Api::namespaced(client.clone(), &ns),
             client,
@@ -497,12 +541,14 @@ impl Loop {
             hot: (f64::from(CAPACITY) * 0.85) as u32,
             stop,
             operator,
+            gateway,
             _key_dir: key_dir,
         })
     }
 
     /// Stops the operator (it must end cleanly), then the cells.
     async fn stop(self) -> anyhow::Result<()> {
+        self.gateway.stop().await?;
         self.stop.send(()).ok();
         self.operator.await??;
         self.runner.stop();
@@ -518,6 +564,21 @@ struct Rounds {
     live: Vec<Cell>,
     split_latency: Vec<f64>,
     merge_latency: Vec<f64>,
+    /// Seconds from a cell's activation to the gateway first naming it, for each
+    /// child that took the polled position over and each merged parent.
+    directory_lag: Vec<f64>,
+}
+
+/// Seconds from `cell`'s activation (its Pod's `active-since`) to `seen`.
+async fn lag_of(client: &Client, ns: &str, cell: &Cell, seen: std::time::SystemTime) -> anyhow::Result<f64> {
+    let pod = Api::<Pod>::namespaced(client.clone(), ns).get(&cell.pod).await?;
+    let since: u64 = pod
+        .annotations()
+        .get(ANNOTATION_ACTIVE_SINCE)
+        .context("active-since")?
+        .parse()?;
+    let seen = seen.duration_since(std::time::UNIX_EPOCH)?.as_millis() as f64;
+    Ok((seen - since as f64) / 1000.0)
 }
 
 /// 1. Rounds of split and merge of c0, with 85% of its seats taken: ramped past
@@ -539,9 +600,20 @@ async fn scenario_split_merge_rounds_lose_no_session(fx: &Loop) -> anyhow::Resul
     let mut live = layout(client, ns, FRONTIER, &players, &[c0.clone(), c1.clone()]).await?;
     check_sessions(world_bounds, &live, &players, 0).await?;
 
-    let (mut split_latency, mut merge_latency) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
+    let (mut split_latency, mut merge_latency, mut directory_lag) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds()? {
         let parent = live.iter().find(|c| c.id == *c0).context("c0")?.clone();
+        // A position in the lower tenth of c0 along both axes: in its first child
+        // whichever axis the split cuts.
+        let b = &parent.bounds;
+        let at = |axis: Axis| b.min(axis) + (b.max(axis) - b.min(axis)) * 0.1;
+        let url = format!(
+            "http://{}/v1/worlds/{ns}/{FRONTIER}/locate?x={}&y={}",
+            fx.gateway.api,
+            at(Axis::X),
+            at(Axis::Y)
+        );
+        let poller = LocatePoller::start(url, LOCATE_EVERY);
         players.add(&parent.ip, hot, 0.5).await?;
         until("c0 past the scale-up threshold", || async {
             let l = players.load(&parent.ip).await?;
@@ -559,6 +631,17 @@ async fn scenario_split_merge_rounds_lose_no_session(fx: &Loop) -> anyhow::Resul
         )
         .await?;
         split_latency.push(crossed.elapsed().as_secs_f64());
+        let lo_id = lo.to_string();
+        until("the gateway answers the child", || async {
+            Ok((poller.last_cell().as_deref() == Some(lo_id.as_str())).then_some(()))
+        })
+        .await?;
+        let split_run = poller.take();
+        check_run(&split_run, &["c0"], &lo_id)
+            .with_context(|| format!("round {round}: locating through the split"))?;
+        let child = live.iter().find(|c| c.id == lo).context("the first child")?;
+        let seen = first_naming(&split_run, &lo_id).context("never named")?;
+        directory_lag.push(lag_of(client, ns, child, seen).await?);
         check_sessions(world_bounds, &live, &players, hot as usize).await?;
         let children: Vec<Cell> = live
             .iter()
@@ -584,8 +667,19 @@ async fn scenario_split_merge_rounds_lose_no_session(fx: &Loop) -> anyhow::Resul
         let lowered = Instant::now();
         live = layout(client, ns, FRONTIER, &players, &[c0.clone(), c1.clone()]).await?;
         merge_latency.push(lowered.elapsed().as_secs_f64());
+        until("the gateway answers the merged cell", || async {
+            Ok((poller.last_cell().as_deref() == Some("c0")).then_some(()))
+        })
+        .await?;
+        let merge_run = poller.take();
+        drop(poller);
+        // The split run ended on the child: the merge run starts there.
+        check_run(&merge_run, &[lo_id.as_str()], "c0")
+            .with_context(|| format!("round {round}: locating through the merge"))?;
         check_sessions(world_bounds, &live, &players, 2 * keep as usize).await?;
         let merged = live.iter().find(|c| c.id == *c0).context("c0")?.clone();
+        let seen = first_naming(&merge_run, "c0").context("never named")?;
+        directory_lag.push(lag_of(client, ns, &merged, seen).await?);
         ensure!(
             merged.bounds == parent.bounds,
             "round {round}: the merged c0 has other bounds"
@@ -605,6 +699,7 @@ async fn scenario_split_merge_rounds_lose_no_session(fx: &Loop) -> anyhow::Resul
         live,
         split_latency,
         merge_latency,
+        directory_lag,
     })
 }
 
@@ -818,6 +913,8 @@ fn print_summary(rounds: &mut Rounds, storm: &Storm, dead: &Dead) {
     let (split_latency, merge_latency) = (&mut rounds.split_latency, &mut rounds.merge_latency);
     split_latency.sort_by(f64::total_cmp);
     merge_latency.sort_by(f64::total_cmp);
+    rounds.directory_lag.sort_by(f64::total_cmp);
+    let lag = &rounds.directory_lag;
     let Storm {
         first_wave,
         second_wave,
@@ -856,6 +953,14 @@ fn print_summary(rounds: &mut Rounds, storm: &Storm, dead: &Dead) {
     );
     println!(
         "operator's own view (plan started -> old cells retired), mean: split {split_mean:.2}s, merge {merge_mean:.2}s"
+    );
+    println!(
+        "gateway directory lag (cell activated -> gateway first answers with it, polled every {} ms): p50 {:.3}s p99 {:.3}s max {:.3}s over {} activations",
+        LOCATE_EVERY.as_millis(),
+        percentile(lag, 0.5),
+        percentile(lag, 0.99),
+        lag.last().copied().unwrap_or(f64::NAN),
+        lag.len()
     );
     println!("sessions lost in the rounds and the storm: 0");
     println!("a split whose child never came up: rolled back (SplitRolledBack), the parent kept serving");

@@ -35,7 +35,9 @@ pub mod status;
 pub use convert::{SpecError, Violation, field_path, resolve_force_merge, to_world};
 /// Gives `WorldSpec::crd()` and the resource's names without importing kube.
 pub use kube::CustomResourceExt;
-pub use spec::{Capacity, Gateway, Persistence, Scaling, Topology, WorldBoundaries, WorldSpec, WorldSpecSpec};
+pub use spec::{
+    Capacity, Gateway, Persistence, Scaling, Topology, WorldBoundaries, WorldSpec, WorldSpecSpec,
+};
 pub use status::{
     AxisRange, BoundsStatus, CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY, CellSummary,
     MAX_CELL_SUMMARY, TransitionStatus, TransitionStatusError, WorldSpecStatus,

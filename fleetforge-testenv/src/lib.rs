@@ -17,6 +17,7 @@
 //! # let _ = (client, ns); Ok(()) }
 //! ```
 
+pub mod locate;
 mod pki;
 mod poll;
 mod ports;
