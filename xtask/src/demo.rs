@@ -2,10 +2,12 @@
 //! plane (cluster profile: scheduler, controller-manager and kwok nodes, so cell
 //! Pods are scheduled and get loopback IPs), runs a `cell-sim` process for every
 //! cell Pod at its Pod's IP (the local cell runner), installs the WorldSpec CRD,
-//! starts the operator, applies the sample worlds from `examples/worlds/` and
-//! prints each cell as it becomes Ready, then each world as it turns Ready (every
-//! cell answering the operator's load samples). Keeps everything up for `kubectl`
-//! and `curl` until Ctrl-C, or stops there with `--exit`.
+//! starts the operator and the player gateway, applies the sample worlds from
+//! `examples/worlds/` and prints each cell as it becomes Ready, then each world as
+//! it turns Ready (every cell answering the operator's load samples), then asks
+//! the gateway which cell serves a position of each world, as a game client
+//! would, and prints the `curl` that does the same. Keeps everything up for
+//! `kubectl` and `curl` until Ctrl-C, or stops there with `--exit`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -28,6 +30,12 @@ use crate::bench_gate::{cargo, target_dir};
 
 /// The field manager the demo applies the samples with.
 const MANAGER: &str = "fleetforge-demo";
+
+/// Where the demo's player gateway listens.
+const GATEWAY_ADDR: &str = "127.0.0.1:8090";
+
+/// How long the gateway gets to answer for a world that is Ready.
+const GATEWAY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the worlds get to turn Ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -115,6 +123,25 @@ async fn demo(root: &Path, cell_sim: &Path, exit: bool) -> anyhow::Result<()> {
     ));
     println!("operator started");
 
+    // The player gateway, reading the cluster as its watches would; on its usual
+    // port, or any free one when that is taken.
+    let settings = |listen: &str| -> anyhow::Result<fleetforge_gateway::app::Settings> {
+        Ok(fleetforge_gateway::app::Settings {
+            scope: fleetforge_gateway::watch::Scope::Cluster,
+            listen: listen.parse()?,
+            admin_listen: None,
+            limits: fleetforge_gateway::http::Limits::default(),
+        })
+    };
+    let gateway =
+        match fleetforge_gateway::app::start(client.clone(), settings(GATEWAY_ADDR)?, None, None).await {
+            Ok(gateway) => gateway,
+            Err(_) => {
+                fleetforge_gateway::app::start(client.clone(), settings("127.0.0.1:0")?, None, None).await?
+            }
+        };
+    println!("player gateway listening on http://{}", gateway.api);
+
     // Print every cell once it is Ready.
     let cells = Api::<Pod>::all(client.clone());
     let printer = tokio::spawn(async move {
@@ -191,19 +218,93 @@ async fn demo(root: &Path, cell_sim: &Path, exit: bool) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // Where a player at the centre of each world's first quarter plays, as a game
+    // client asks it.
+    let http = reqwest::Client::new();
+    let mut curl = None;
+    for ws in worlds.list(&ListParams::default()).await?.items {
+        if !ws.spec.gateway.enabled {
+            continue;
+        }
+        let world = fleetforge_crd::to_world(&ws).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let b = world.bounds;
+        let query: Vec<String> = b
+            .axes()
+            .map(|axis| {
+                format!(
+                    "{}={}",
+                    axis.name(),
+                    b.min(axis) + (b.max(axis) - b.min(axis)) / 4.0
+                )
+            })
+            .collect();
+        let url = format!(
+            "http://{}/v1/worlds/{}/{}/locate?{}",
+            gateway.api,
+            ws.metadata.namespace.as_deref().unwrap_or_default(),
+            world.name,
+            query.join("&")
+        );
+        let answer = locate(&http, &url).await?;
+        println!(
+            "located: {}/{} at {} -> cell {} at {}:{} (epoch {}.{})",
+            ws.metadata.namespace.as_deref().unwrap_or_default(),
+            world.name,
+            query.join(" "),
+            answer["cell"].as_str().unwrap_or("?"),
+            answer["address"]["ip"].as_str().unwrap_or("?"),
+            answer["address"]["port"],
+            answer["epoch"]["mark"],
+            answer["epoch"]["seq"],
+        );
+        // The small sample is the one the README follows.
+        if curl.is_none() || world.name == "meadow" {
+            curl = Some(url);
+        }
+    }
+
     println!("\nkubeconfig: {kubeconfig}");
     println!("try: kubectl --kubeconfig {kubeconfig} get worldspecs -A");
+    if let Some(url) = curl {
+        println!("     curl '{url}'");
+        println!(
+            "     curl -N -H 'Accept: text/event-stream' '{}'",
+            url.split('?')
+                .next()
+                .unwrap_or_default()
+                .replace("/locate", "/topology")
+        );
+    }
     println!("     curl http://<cell IP>:8080/v1/load");
     if !exit {
         println!("the control plane and the operator stay up until Ctrl-C");
         tokio::signal::ctrl_c().await?;
     }
     println!("stopping");
+    gateway.stop().await?;
     printer.abort();
     let _ = stop_operator.send(());
     operator.await??;
     runner.stop();
     Ok(())
+}
+
+/// Asks the gateway `url` until it locates the position: a world just turned
+/// Ready, and the gateway may read its last activation a moment later.
+async fn locate(http: &reqwest::Client, url: &str) -> anyhow::Result<serde_json::Value> {
+    let started = Instant::now();
+    loop {
+        let response = http.get(url).send().await?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        if started.elapsed() > GATEWAY_TIMEOUT {
+            bail!("the gateway does not locate {url}: {status} {body}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn sample_files(root: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
