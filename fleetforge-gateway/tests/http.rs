@@ -299,6 +299,21 @@ async fn only_get_is_served() {
 }
 
 #[tokio::test]
+async fn a_request_with_a_body_over_the_bound_is_413() {
+    let app = app(fixture(), &generous());
+    let response = app
+        .oneshot(
+            Request::get(format!("{LOCATE}?x=1&y=1"))
+                .header("content-length", "2048")
+                .body(Body::from(vec![b'a'; 2048]))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
 async fn a_client_over_its_rate_gets_429_and_others_do_not() {
     let limits = Limits {
         rate_per_second: 1.0,
