@@ -313,7 +313,7 @@ impl<'a> Executor<'a> {
             .patch(&name, &params, &Patch::Merge(&patch))
             .await
             .map_err(|e| Error::api("patch", format!("pod {}/{name}", self.namespace), e))?;
-        self.expected.activated.insert(name.clone());
+        self.expected.activated.insert(name.clone(), epoch);
         info!(pod = %name, kind = %transition.kind, epoch, "cell took over its space");
         Ok(())
     }

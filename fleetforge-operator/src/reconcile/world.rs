@@ -8,7 +8,6 @@
 //! it changed, Events only when something happened. A steady world costs no write.
 
 use fleetforge_core::pacing::next_look;
-use fleetforge_crd::keys::{ANNOTATION_ROLE, ROLE_ACTIVE};
 use fleetforge_crd::{WorldSpec, resolve_force_merge, to_world};
 use fleetforge_obs::metrics as m;
 use k8s_openapi::api::core::v1::Pod;
@@ -18,7 +17,7 @@ use kube::runtime::events::EventType;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::mapping::events::{self, event};
-use crate::mapping::observe::{history_from_status, observe_world};
+use crate::mapping::observe::{history_from_status, mark, observe_world};
 use crate::mapping::status::{invalid_spec_status, world_status};
 use crate::reconcile::context::{CACHE_WAIT, Context};
 use crate::reconcile::executor::Executor;
@@ -70,7 +69,7 @@ pub async fn reconcile_world(ws: &WorldSpec, ctx: &Context) -> Result<(Action, D
             name: p.metadata.name.as_deref().unwrap_or_default(),
             uid: p.metadata.uid.as_deref().unwrap_or_default(),
             terminating: p.metadata.deletion_timestamp.is_some(),
-            active: p.annotations().get(ANNOTATION_ROLE).map(String::as_str) == Some(ROLE_ACTIVE),
+            mark: mark(p),
         })
         .collect();
     if !ctx

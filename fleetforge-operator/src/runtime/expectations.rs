@@ -31,8 +31,10 @@ pub struct Expected {
     /// Cell Pods deleted, by name and uid: the cache must show them gone or
     /// terminating.
     pub deleted: BTreeMap<String, String>,
-    /// Cell Pods handed their space, by name: the cache must show them active.
-    pub activated: BTreeSet<String>,
+    /// Cell Pods handed their space, by name, with the epoch stamped on each:
+    /// the cache must show them active with that stamp (a re-activated Pod was
+    /// active already; only its new stamp tells the write arrived).
+    pub activated: BTreeMap<String, u64>,
 }
 
 impl Expected {
@@ -62,8 +64,9 @@ pub struct CachedPod<'a> {
     pub uid: &'a str,
     /// Whether it is being deleted.
     pub terminating: bool,
-    /// Whether its role annotation says active.
-    pub active: bool,
+    /// Its mark when its role annotation says active (the epoch stamped on it,
+    /// else its activation time); `None` when it is not active.
+    pub mark: Option<u64>,
 }
 
 /// Whether the caches show everything `expected` says was written.
@@ -80,7 +83,7 @@ pub fn satisfied(expected: &Expected, world_version: Option<&str>, pods: &[Cache
     let activated = expected
         .activated
         .iter()
-        .all(|n| pods.iter().any(|p| p.name == n && p.active));
+        .all(|(n, stamp)| pods.iter().any(|p| p.name == n && p.mark.is_some_and(|m| m >= *stamp)));
     created && deleted && activated
 }
 
@@ -148,20 +151,26 @@ mod tests {
             name,
             uid,
             terminating,
-            active: false,
+            mark: None,
         }
     }
 
     #[test]
-    fn activated_pods_must_show_as_active() {
+    fn activated_pods_must_show_as_active_with_their_stamp() {
         let e = Expected {
-            activated: ["w-c0-0".to_owned()].into(),
+            activated: [("w-c0-0".to_owned(), 20)].into(),
             ..Expected::default()
         };
         let incoming = pod("w-c0-0", "u", false);
         assert!(!satisfied(&e, None, std::slice::from_ref(&incoming)));
+        // Active already, with an older stamp: a re-activation not seen yet.
+        let before = CachedPod {
+            mark: Some(10),
+            ..incoming.clone()
+        };
+        assert!(!satisfied(&e, None, &[before]));
         let active = CachedPod {
-            active: true,
+            mark: Some(20),
             ..incoming
         };
         assert!(satisfied(&e, None, &[active]));
