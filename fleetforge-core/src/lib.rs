@@ -3,10 +3,11 @@
 //! A game world is partitioned into cells, each one process serving the players in
 //! its box. This crate decides, from what is observed of a world's cells, what to do
 //! next: create the initial cells, split a hot cell into two spatial children,
-//! merge cold siblings back, replace failed or outdated cells, and hand sessions
-//! over so that none is lost. It is a library of plain data and pure functions: no
-//! I/O, no clock (time comes in as a parameter), no Kubernetes types, so any
-//! controller or simulator can embed it. [`pacing`] says when to look at a world
+//! merge cold siblings back, replace failed or outdated cells, drain cells that
+//! someone else is shutting down, and hand sessions over so that none is lost. It
+//! is a library of plain data and pure functions: no I/O, no clock (time comes in
+//! as a parameter), no Kubernetes types, so any controller or simulator can embed
+//! it. [`pacing`] says when to look at a world
 //! again.
 //!
 //! ```

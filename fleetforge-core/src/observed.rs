@@ -74,6 +74,15 @@ pub enum Health {
     Unready,
     /// Gone for good (the process ended, or stayed silent past the deadline).
     Failed,
+    /// Alive and answering, but being shut down by someone else (a Pod deleted by
+    /// hand, evicted, drained off its node): it will be gone once its grace
+    /// period ends. Until then it still holds its sessions and can hand them
+    /// over, so it is neither lost capacity nor a failure: an active one keeps
+    /// its space until a new incarnation has taken its sessions over (a drain,
+    /// [`crate::plan::TransitionKind::Drain`]), and it is never split, merged,
+    /// rolled out or handed sessions. An incoming one is as good as failed for
+    /// the transition that created it.
+    Terminating,
 }
 
 /// The kind of a split or merge, as kept in the history.
@@ -112,11 +121,25 @@ impl ObservedCell {
     }
 
     /// Whether the process may hold sessions: it is ready, or was and may come
-    /// back (`Unready`). A cell that never became ready has had no player and no
-    /// hand-over, and a failed one has lost what it held, so only these two need
-    /// their sessions handed over before they are retired.
+    /// back (`Unready`), or is answering until its grace period ends
+    /// (`Terminating`). A cell that never became ready has had no player and no
+    /// hand-over, and a failed one has lost what it held, so only these three need
+    /// their sessions handed over before they are retired. (A terminating cell
+    /// may never have been ready; nothing tells, so it counts as holding.)
     pub fn may_hold_sessions(&self) -> bool {
-        matches!(self.health, Health::Ready | Health::Unready)
+        matches!(self.health, Health::Ready | Health::Unready | Health::Terminating)
+    }
+
+    /// Whether the process is being shut down by someone else
+    /// ([`Health::Terminating`]).
+    pub fn is_terminating(&self) -> bool {
+        self.health == Health::Terminating
+    }
+
+    /// Whether the cell can receive sessions in a hand-over once it is ready: it
+    /// is neither dead nor about to be.
+    pub fn can_take_sessions(&self) -> bool {
+        !matches!(self.health, Health::Failed | Health::Terminating)
     }
 
     /// The latest load reading, if any.

@@ -3,9 +3,12 @@
 //!
 //! [`apply`] carries a plan out the way the operator does when every cell is
 //! healthy, instantly: new cells are ready at once and hand-overs succeed.
+//! [`Evictions`] adds the one disruption a healthy cluster produces by itself:
+//! cells deleted by someone else, gone once their grace period ends.
 
 use std::time::Duration;
 
+use crate::cell::CellRef;
 use crate::geometry::{Bounds, Point};
 use crate::handoff::target_for;
 use crate::load::{LoadSample, PositionHistogram};
@@ -60,6 +63,53 @@ pub fn apply(world: &mut World, observed: &mut Observed, plan: &Plan, now: Times
                 OverrideRequest::Merge(id) => world.overrides.force_merge.remove(id),
             };
         }
+    }
+}
+
+/// Cells being shut down by someone else (deleted by hand, evicted, drained off
+/// their node), in simulated time: an evicted cell turns [`Health::Terminating`]
+/// at once and vanishes from what is observed when its grace period ends,
+/// whatever it still holds, unless a plan retired it before.
+#[derive(Debug, Clone, Default)]
+pub struct Evictions {
+    /// Each cell being shut down, with the end of its grace period.
+    pub pending: Vec<(CellRef, Timestamp)>,
+}
+
+impl Evictions {
+    /// Starts shutting `cell` down at `now`, for `grace`. Returns whether it was
+    /// a live cell to evict: observed, neither failed nor terminating already.
+    pub fn evict(
+        &mut self,
+        observed: &mut Observed,
+        cell: &CellRef,
+        now: Timestamp,
+        grace: Duration,
+    ) -> bool {
+        let Some(c) = observed.cells.iter_mut().find(|c| &c.cell == cell) else {
+            return false;
+        };
+        if matches!(c.health, Health::Failed | Health::Terminating) {
+            return false;
+        }
+        c.health = Health::Terminating;
+        self.pending.push((cell.clone(), now + grace));
+        true
+    }
+
+    /// Removes from `observed` every evicted cell whose grace period has ended
+    /// by `now`, and forgets those a plan retired already. Returns the cells
+    /// removed, in the order they were evicted: whatever they held is lost.
+    pub fn expire(&mut self, observed: &mut Observed, now: Timestamp) -> Vec<CellRef> {
+        self.pending
+            .retain(|(cell, _)| observed.cells.iter().any(|c| &c.cell == cell));
+        let (gone, left): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(_, end)| *end <= now);
+        self.pending = left;
+        let gone: Vec<CellRef> = gone.into_iter().map(|(cell, _)| cell).collect();
+        observed.cells.retain(|c| !gone.contains(&c.cell));
+        gone
     }
 }
 

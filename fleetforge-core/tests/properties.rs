@@ -11,8 +11,10 @@ use common::strategies::{any_bounds, any_population, any_world, point_in};
 use fleetforge_core::handoff::assign;
 use fleetforge_core::naming::{dns_label, is_dns1123_label, label_value};
 use fleetforge_core::partition::initial_partition;
-use fleetforge_core::sim::SplitMix;
-use fleetforge_core::{Axis, Bounds, CellId, CellRef, Point, TransitionKind, plan};
+use fleetforge_core::sim::{SplitMix, apply};
+use fleetforge_core::{
+    Action, Axis, Bounds, CellId, CellRef, Health, Observed, Phase, Plan, Point, Target, TransitionKind, plan,
+};
 use proptest::prelude::*;
 
 /// Splits random leaves of `root` `cuts` times at random fractions along random axes.
@@ -50,6 +52,73 @@ fn assert_tiles(root: &Bounds, leaves: &[Bounds], points: &[[f64; 3]]) -> Result
         let p = point_in(root, *u);
         let n = leaves.iter().filter(|l| l.contains(&p)).count();
         prop_assert_eq!(n, 1, "point {:?} in {} cells", p, n);
+    }
+    Ok(())
+}
+
+/// What a plan does with the terminating cells of `observed` when nothing else
+/// is in flight (the reference executor carries every plan out in full): it
+/// drains each active one, once, into its next incarnation over the same space,
+/// touches it in no other way, and neither replaces nor fills anything.
+fn drains_every_terminating_cell(observed: &Observed, p: &Plan) -> Result<(), TestCaseError> {
+    for t in &p.transitions {
+        prop_assert!(
+            !matches!(t.kind, TransitionKind::Replace | TransitionKind::Fill),
+            "{}: {}",
+            t.kind,
+            t.reason
+        );
+    }
+    let mentions = |a: &Action, cell: &CellRef| match a {
+        Action::Create { cell: c, .. } | Action::Retire { cell: c } => c == cell,
+        Action::HandOver { from, to } => from.contains(cell) || to.iter().any(|t| &t.cell == cell),
+    };
+    for c in observed
+        .cells
+        .iter()
+        .filter(|c| c.is_active() && c.health == Health::Terminating)
+    {
+        let touching: Vec<_> = p
+            .transitions
+            .iter()
+            .filter(|t| t.actions.iter().any(|a| mentions(a, &c.cell)))
+            .collect();
+        prop_assert_eq!(
+            touching.len(),
+            1,
+            "{} is in {} transitions",
+            c.cell,
+            touching.len()
+        );
+        let t = touching[0];
+        prop_assert_eq!(t.kind, TransitionKind::Drain);
+        let [
+            Action::Create {
+                cell: new,
+                bounds,
+                active: false,
+            },
+            Action::HandOver { from, to },
+            Action::Retire { cell: old },
+        ] = t.actions.as_slice()
+        else {
+            return Err(TestCaseError::fail(format!(
+                "a drain of {} as {:?}",
+                c.cell, t.actions
+            )));
+        };
+        prop_assert_eq!(&new.id, &c.cell.id);
+        prop_assert!(new.incarnation > c.cell.incarnation);
+        prop_assert_eq!(bounds, &c.bounds);
+        prop_assert_eq!(from, &vec![c.cell.clone()]);
+        prop_assert_eq!(
+            to,
+            &vec![Target {
+                cell: new.clone(),
+                bounds: c.bounds
+            }]
+        );
+        prop_assert_eq!(old, &c.cell);
     }
     Ok(())
 }
@@ -183,6 +252,7 @@ proptest! {
         seed in any::<u64>(),
         steps in 1usize..30,
         failed in prop::option::of(0usize..64),
+        evicted in prop::option::of((0usize..64, 0u64..4)),
     ) {
         let pop = any_population(&world, seed, 4, 300, 150);
         let mut sim = Sim::new(world, pop);
@@ -193,7 +263,14 @@ proptest! {
                 let n = sim.observed.cells.len();
                 sim.observed.cells[k % n].health = fleetforge_core::Health::Failed;
             }
+            // A grace period of zero: the cell is gone before the planner sees it.
+            if step == steps / 3
+                && let Some((k, grace)) = evicted
+            {
+                sim.evict(k, Duration::from_secs(grace));
+            }
             sim.now = sim.now + Duration::from_secs(1);
+            sim.evictions.expire(&mut sim.observed, sim.now);
             sim.population.sample(&sim.world, &mut sim.observed, sim.now);
             let before = sim.observed.clone();
             let p = sim.step_plan();
@@ -215,16 +292,70 @@ proptest! {
         per_spot in 0usize..600,
         steps in 1usize..40,
         points in prop::collection::vec(prop::array::uniform3(0.0f64..1.0), 32),
+        // Grace periods longer than the second between two plans: the planner
+        // sees each evicted cell, and the reference executor drains it at once.
+        evictions in prop::collection::vec((0usize..40, 0usize..64, 2u64..30), 0..4),
     ) {
         let (min, max) = (world.policy.min_cells as usize, world.policy.max_cells as usize);
         let pop = any_population(&world, seed, spots, per_spot, 50);
         let mut sim = Sim::new(world, pop);
-        for _ in 0..steps {
-            sim.tick();
+        for step in 0..steps {
+            for &(at, k, grace) in &evictions {
+                if at == step {
+                    sim.evict(k, Duration::from_secs(grace));
+                }
+            }
+            sim.now = sim.now + Duration::from_secs(1);
+            sim.evictions.expire(&mut sim.observed, sim.now);
+            sim.population.sample(&sim.world, &mut sim.observed, sim.now);
+            let observed = sim.observed.clone();
+            let p = sim.step_plan();
+            drains_every_terminating_cell(&observed, &p)?;
             let n = active_bounds(&sim).len();
             prop_assert!(n >= min && n <= max, "{} cells outside [{}, {}]", n, min, max);
+            // A drain never leaves a hole, nor two cells over one space.
+            assert_tiles(&sim.world.bounds, &active_bounds(&sim), &points)?;
+        }
+    }
+
+    #[test]
+    fn a_node_drain_drains_every_cell_at_once_and_keeps_every_player(
+        world in any_world(),
+        seed in any::<u64>(),
+        steps in 1usize..20,
+        picks in prop::collection::vec(0usize..64, 1..6),
+        grace in 2u64..120,
+        points in prop::collection::vec(prop::array::uniform3(0.0f64..1.0), 32),
+    ) {
+        let pop = any_population(&world, seed, 3, 250, 100);
+        let players = pop.players.len() as u64;
+        let mut sim = Sim::new(world, pop);
+        sim.run(steps);
+        let evicted: Vec<CellRef> = picks
+            .iter()
+            .filter_map(|&k| sim.evict(k, Duration::from_secs(grace)))
+            .collect();
+        sim.now = sim.now + Duration::from_secs(1);
+        sim.population.sample(&sim.world, &mut sim.observed, sim.now);
+        let observed = sim.observed.clone();
+        let p = plan(&sim.world, &observed, sim.now);
+        // However many, whatever the rate limit: each evicted cell is drained now.
+        drains_every_terminating_cell(&observed, &p)?;
+        let drains = p.transitions.iter().filter(|t| t.kind == TransitionKind::Drain).count();
+        prop_assert_eq!(drains, evicted.len());
+        // Neither a failure nor lost capacity: their players still count.
+        prop_assert_ne!(p.summary.phase, Phase::Degraded, "{:?}", p.summary);
+        prop_assert_eq!(p.summary.players, players);
+        apply(&mut sim.world, &mut sim.observed, &p, sim.now);
+        for cell in &evicted {
+            prop_assert!(!sim.observed.cells.iter().any(|c| &c.cell == cell), "{} not retired", cell);
         }
         assert_tiles(&sim.world.bounds, &active_bounds(&sim), &points)?;
+        sim.now = sim.now + Duration::from_secs(1);
+        sim.population.sample(&sim.world, &mut sim.observed, sim.now);
+        let after = plan(&sim.world, &sim.observed, sim.now);
+        prop_assert_eq!(after.summary.players, players);
+        prop_assert!(!after.transitions.iter().any(|t| t.kind == TransitionKind::Drain));
     }
 
     #[test]

@@ -6,7 +6,11 @@
 //!   whose space contains it;
 //! - the plan is the same for any order of the observed cells;
 //! - once the faults stop, the world comes to rest (no transition stuck), its
-//!   active cells tile it exactly and their count is within [minCells, maxCells].
+//!   active cells tile it exactly and their count is within [minCells, maxCells];
+//! - an evicted cell is drained, never replaced as failed or filled as missing,
+//!   and never retired while no other active cell covers its space; with a grace
+//!   period longer than a hand-over takes, no eviction costs a session or leaves
+//!   a hole; with one too short, sessions are lost but nothing wedges.
 //!
 //! `FLEETFORGE_SOAK_SEEDS` and `FLEETFORGE_SOAK_STEPS` set its size (`cargo xtask
 //! soak` runs a long one); a failing seed prints its plans and can be rerun alone
@@ -111,11 +115,23 @@ fn disturb(c: &mut Cluster) {
     assert!(c.world.validate().is_ok(), "the soak made an invalid world");
 }
 
-/// Runs one seed; `Err` carries the story of a failure.
-fn soak(seed: u64, steps: u64) -> Result<(), String> {
+/// What a run asserts about evictions, besides the safety rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Evictions {
+    /// A grace period may end before the hand-over does (other faults delayed
+    /// it without bound): the sessions are lost, as in a crash.
+    Tolerated,
+    /// Every drain can finish within the grace period: an eviction that costs a
+    /// session or leaves its space uncovered is a failure.
+    Lossless,
+}
+
+/// Runs one seed under `faults`; `Err` carries the story of a failure, `Ok` the
+/// cluster at rest.
+fn soak(seed: u64, steps: u64, faults: Faults, evictions: Evictions) -> Result<Cluster, String> {
     let world = random_world(seed);
     let players = (world.players_per_cell * world.initial_cells) as usize / 2;
-    let mut c = Cluster::new(world, players, seed, Faults::HARSH);
+    let mut c = Cluster::new(world, players, seed, faults);
     let fail = |c: &Cluster, what: String| {
         let tail: Vec<&String> = c
             .log
@@ -127,16 +143,26 @@ fn soak(seed: u64, steps: u64) -> Result<(), String> {
             .rev()
             .collect();
         Err(format!(
-            "seed {seed}: {what}\nworld: {:?}\nlast plans:\n{}",
+            "seed {seed}: {what}\nworld: {:?}\nevictions: {}, drains: {}, sessions lost to them: {}, holes: {}\nlast plans:\n{}",
             c.world,
+            c.evictions,
+            c.drains,
+            c.lost_to_evictions,
+            c.holes_left_by_evictions,
             tail.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
         ))
+    };
+    let lossless = |c: &Cluster| {
+        evictions == Evictions::Lossless && (c.lost_to_evictions > 0 || c.holes_left_by_evictions > 0)
     };
     for _ in 0..steps {
         disturb(&mut c);
         c.step();
         if !c.violations.is_empty() {
             return fail(&c, c.violations.join("\n"));
+        }
+        if lossless(&c) {
+            return fail(&c, "an eviction cost sessions or left a hole".into());
         }
     }
     // Calm: no more faults or changes; the world must come to rest.
@@ -147,6 +173,9 @@ fn soak(seed: u64, steps: u64) -> Result<(), String> {
         c.step();
         if !c.violations.is_empty() {
             return fail(&c, c.violations.join("\n"));
+        }
+        if lossless(&c) {
+            return fail(&c, "an eviction cost sessions or left a hole".into());
         }
         if k % 5 == 4 && c.at_rest() {
             rested = true;
@@ -177,68 +206,117 @@ fn soak(seed: u64, steps: u64) -> Result<(), String> {
     let points: Vec<[f64; 3]> = (0..64)
         .map(|_| [rng.next_f64(), rng.next_f64(), rng.next_f64()])
         .collect();
-    c.check_at_rest(&points).or_else(|e| {
-        let cells: Vec<String> = c
-            .procs
-            .iter()
-            .map(|p| {
-                format!(
-                    "{} {:?} {:?} {} {:?}",
-                    p.cell, p.role, p.health, p.bounds, p.sessions
-                )
-            })
-            .collect();
-        let waiting: Vec<String> = c
-            .seats
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| **s == common::staged::Seat::Waiting)
-            .take(10)
-            .map(|(k, _)| format!("{k} at {:?}", c.positions[k]))
-            .collect();
-        fail(
-            &c,
+    let Err(e) = c.check_at_rest(&points) else {
+        return Ok(c);
+    };
+    let cells: Vec<String> = c
+        .procs
+        .iter()
+        .map(|p| {
             format!(
-                "{e}
-cells:
-{}
-waiting: {}",
-                cells.join(
-                    "
-"
-                ),
-                waiting.join(", ")
-            ),
-        )
-    })
+                "{} {:?} {:?} {} {:?}",
+                p.cell, p.role, p.health, p.bounds, p.sessions
+            )
+        })
+        .collect();
+    let waiting: Vec<String> = c
+        .seats
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s == common::staged::Seat::Waiting)
+        .take(10)
+        .map(|(k, _)| format!("{k} at {:?}", c.positions[k]))
+        .collect();
+    fail(
+        &c,
+        format!(
+            "{e}\ncells:\n{}\nwaiting: {}",
+            cells.join("\n"),
+            waiting.join(", ")
+        ),
+    )
+}
+
+/// What the seeds of one soak went through, summed.
+#[derive(Debug, Default)]
+struct Totals {
+    seeds: u64,
+    evictions: usize,
+    drains: usize,
+    lost_to_evictions: usize,
+}
+
+/// Runs the soak under `faults(seed)` over `FLEETFORGE_SOAK_SEEDS` seeds
+/// (`default_seeds` unless set) from `FLEETFORGE_SOAK_FIRST_SEED`, or over the
+/// one seed `FLEETFORGE_SOAK_SEED` names; panics with the first failure's story.
+fn soak_seeds(default_seeds: u64, faults: impl Fn(u64) -> Faults, evictions: Evictions) -> Totals {
+    let steps = env("FLEETFORGE_SOAK_STEPS", 200);
+    let seeds = match std::env::var("FLEETFORGE_SOAK_SEED") {
+        Ok(seed) => {
+            let seed: u64 = seed.parse().unwrap();
+            seed..seed + 1
+        }
+        Err(_) => {
+            let first = env("FLEETFORGE_SOAK_FIRST_SEED", 0);
+            first..first + env("FLEETFORGE_SOAK_SEEDS", default_seeds)
+        }
+    };
+    let mut totals = Totals::default();
+    let mut failures = Vec::new();
+    for seed in seeds {
+        match soak(seed, steps, faults(seed), evictions) {
+            Ok(c) => {
+                totals.seeds += 1;
+                totals.evictions += c.evictions;
+                totals.drains += c.drains;
+                totals.lost_to_evictions += c.lost_to_evictions;
+            }
+            Err(e) => {
+                failures.push(e);
+                if failures.len() >= 10 {
+                    break;
+                }
+            }
+        }
+    }
+    let names: Vec<&str> = failures.iter().filter_map(|f| f.split(':').next()).collect();
+    assert!(
+        failures.is_empty(),
+        "failing: {}; the first:\n{}",
+        names.join(", "),
+        failures[0]
+    );
+    println!("{totals:?}");
+    totals
 }
 
 #[test]
 fn no_session_is_lost_and_the_world_comes_to_rest_whatever_faults_strike() {
-    let steps = env("FLEETFORGE_SOAK_STEPS", 200);
-    if let Ok(seed) = std::env::var("FLEETFORGE_SOAK_SEED") {
-        let seed: u64 = seed.parse().unwrap();
-        if let Err(e) = soak(seed, steps) {
-            panic!("{e}");
-        }
-        return;
-    }
-    let seeds = env("FLEETFORGE_SOAK_SEEDS", 1000);
-    let first = env("FLEETFORGE_SOAK_FIRST_SEED", 0);
-    let mut failures = Vec::new();
-    for seed in first..first + seeds {
-        if let Err(e) = soak(seed, steps) {
-            failures.push(e);
-            if failures.len() >= 10 {
-                break;
-            }
-        }
-    }
-    let seeds: Vec<&str> = failures.iter().filter_map(|f| f.split(':').next()).collect();
-    assert!(
-        failures.is_empty(),
-        "failing: {}; the first:\n{}",
-        seeds.join(", "),
-        failures[0]
-    );
+    let totals = soak_seeds(1000, |_| Faults::HARSH, Evictions::Tolerated);
+    // Over enough seeds every fault strikes; a replay of one seed proves less.
+    assert!(totals.seeds < 100 || totals.drains > 0, "{totals:?}");
+}
+
+/// Evictions with a grace period (60 s) far longer than a drain takes here (a
+/// new cell ready within 8 s, then the hand-over, delayed a few steps at most by
+/// executor stops, half-done exports and missed observations): not one session
+/// is lost to them, and no evicted cell's space is left uncovered.
+#[test]
+fn no_session_is_lost_to_an_eviction_whose_grace_period_outlasts_the_hand_over() {
+    let totals = soak_seeds(400, |_| Faults::EVICTIONS, Evictions::Lossless);
+    assert!(totals.seeds < 100 || totals.drains > 0, "{totals:?}");
+    assert_eq!(totals.lost_to_evictions, 0);
+}
+
+/// Evictions whose grace period (1 to 6 s) ends before the drain's hand-over,
+/// or during it: the sessions the evicted cells still hold are lost, but the
+/// replacements are activated from nothing and the world comes to rest.
+#[test]
+fn a_grace_period_too_short_loses_sessions_but_the_world_comes_to_rest() {
+    let short = |seed: u64| Faults {
+        grace: 1 + seed % 6,
+        ..Faults::EVICTIONS
+    };
+    let totals = soak_seeds(400, short, Evictions::Tolerated);
+    assert!(totals.seeds < 100 || totals.lost_to_evictions > 0, "{totals:?}");
 }

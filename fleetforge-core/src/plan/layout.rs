@@ -1,6 +1,7 @@
 //! Bringing the observed cells back to a sound layout: resuming transitions in
-//! flight, rolling back the ones that stalled, replacing failed cells, filling
-//! space no cell covers, moving to a new partition, and rolling out a new revision.
+//! flight, rolling back the ones that stalled, draining cells that someone else is
+//! shutting down, replacing failed cells, filling space no cell covers, moving to
+//! a new partition, and rolling out a new revision.
 //!
 //! One rule runs through all of it: a cell that may hold sessions (it is ready, or
 //! was and may come back) is only ever retired after handing its sessions to the
@@ -8,6 +9,12 @@
 //! a cell, a hand-over can stop half-way, a roll-back can come after a partial
 //! export: none of that is proof that a cell is empty, so the planner never takes
 //! it for one.
+//!
+//! A terminating cell ([`Health::Terminating`]) still answers until its grace
+//! period ends, so it is treated as what it is, a cell about to leave: it keeps
+//! its space (no fill, no replacement) until a new incarnation has taken its
+//! sessions over (a drain), it never receives sessions, and a new cell that is
+//! terminating has stalled its transition as surely as a failed one.
 //!
 //! Policy-driven splits and merges are decided afterwards, in `scaling`, on the
 //! cells this leaves free.
@@ -147,6 +154,35 @@ fn plain_retire(
     }
 }
 
+/// The replacement of `old` by `new`, a new incarnation for the same space
+/// (a roll-out or a drain): `new` is created waiting for the hand-over, takes
+/// `old`'s sessions once ready, and `old` retires.
+fn successor(old: &ObservedCell, new: CellRef, kind: TransitionKind, reason: String) -> Transition {
+    Transition {
+        undoes: None,
+        kind,
+        continues: false,
+        reason,
+        actions: vec![
+            Action::Create {
+                cell: new.clone(),
+                bounds: old.bounds,
+                active: false,
+            },
+            Action::HandOver {
+                from: vec![old.cell.clone()],
+                to: vec![Target {
+                    cell: new,
+                    bounds: old.bounds,
+                }],
+            },
+            Action::Retire {
+                cell: old.cell.clone(),
+            },
+        ],
+    }
+}
+
 /// The newest incarnation among `members` for each cell id; the older ones are
 /// pushed to `older` (a cell id needs one process at a time).
 fn newest_per_id<'c>(
@@ -175,11 +211,15 @@ fn hung(world: &World, c: &ObservedCell, now: Timestamp) -> bool {
     c.health == Health::Starting && now.since(c.created_at) >= world.policy.transition_timeout
 }
 
-/// Whether targets that exist have stalled: any failed, or not all ready by the
-/// deadline counted from the oldest.
+/// Whether targets that exist have stalled: any failed or being shut down, or
+/// not all ready by the deadline counted from the oldest.
 fn stalled(world: &World, targets: &[&ObservedCell], now: Timestamp) -> Option<String> {
     if let Some(f) = targets.iter().find(|t| t.health == Health::Failed) {
         return Some(format!("new cell {} failed", f.cell));
+    }
+    // It will be gone within its grace period, whatever it holds by then.
+    if let Some(t) = targets.iter().find(|t| t.is_terminating()) {
+        return Some(format!("new cell {} is being shut down", t.cell));
     }
     let oldest = targets.iter().map(|t| t.created_at).min()?;
     let all_ready = targets.iter().all(|t| t.health == Health::Ready);
@@ -199,8 +239,9 @@ fn stalled(world: &World, targets: &[&ObservedCell], now: Timestamp) -> Option<S
 ///
 /// It never rolls back: retiring new roots that may already hold part of the
 /// sessions (an export can stop half-way) could lose them, and a world whose spec
-/// changed has nowhere else to go. A new root that failed, hangs, or has bounds
-/// the partition does not give it is replaced by its next incarnation instead.
+/// changed has nowhere else to go. A new root that failed, hangs, is being shut
+/// down, or has bounds the partition does not give it is replaced by its next
+/// incarnation instead (a terminating one hands what it holds to it).
 fn repartition(
     world: &World,
     cells: &[ObservedCell],
@@ -220,7 +261,7 @@ fn repartition(
     for (id, bounds) in &roots {
         let usable = newest.get(id).copied().filter(|&i| {
             let c = &cells[i];
-            c.health != Health::Failed && !hung(world, c, now) && c.bounds == *bounds
+            c.can_take_sessions() && !hung(world, c, now) && c.bounds == *bounds
         });
         let cell = match usable {
             Some(i) => cells[i].cell.clone(),
@@ -344,6 +385,7 @@ impl<'a> Layout<'a> {
         }
         self.resolve_overlaps(mine);
         self.resume_groups(mine);
+        self.drain_terminating();
         self.replace_failed();
         let holes = self.fill_holes();
         if holes == 0 {
@@ -435,9 +477,12 @@ impl<'a> Layout<'a> {
         }
         // A cell that may hold sessions beats one that cannot (a cell started to
         // fill space whose owner was only missing from one observation loses to
-        // that owner, and nothing moves); among those alike, the newest wins.
+        // that owner, and nothing moves); among those alike, the newest wins. A
+        // terminating cell gives way to one that stays (its space would have to
+        // be drained again), but not to one that holds nothing yet.
         let rank = |c: &ObservedCell| match c.health {
-            Health::Ready | Health::Unready => 2,
+            Health::Ready | Health::Unready => 3,
+            Health::Terminating => 2,
             Health::Starting => 1,
             Health::Failed => 0,
         };
@@ -547,7 +592,7 @@ impl<'a> Layout<'a> {
     }
 
     /// The cells that will own the space of cell `i` once it is retired: accepted
-    /// cells, not failed, that overlap it. `None` until together they cover it.
+    /// cells, neither failed nor terminating, that overlap it. `None` until together they cover it.
     /// Within a partition whose cells match their ids, only the cell's own id, its
     /// ancestors and its descendants can overlap it, and those are tried first.
     /// Ids can outlive their bounds (a cell merged and split again elsewhere
@@ -561,7 +606,7 @@ impl<'a> Layout<'a> {
                 .into_iter()
                 .filter(|&o| {
                     let oc = &self.cells[o];
-                    o != i && oc.health != Health::Failed && oc.bounds.overlaps(&c.bounds)
+                    o != i && oc.can_take_sessions() && oc.bounds.overlaps(&c.bounds)
                 })
                 .collect();
             c.bounds
@@ -667,7 +712,17 @@ impl<'a> Layout<'a> {
     fn resume(&mut self, key: GroupKey, targets: Vec<usize>, junk: &mut Vec<usize>) {
         let cells = self.cells;
         let (kind, sources): (TransitionKind, Vec<usize>) = match &key {
-            GroupKey::Replace(id) => (TransitionKind::Rollout, vec![self.accepted[id]]),
+            GroupKey::Replace(id) => {
+                let source = self.accepted[id];
+                // A roll-out whose source is now being shut down goes on as a
+                // drain: the same steps, and no longer a choice.
+                let kind = if cells[source].is_terminating() {
+                    TransitionKind::Drain
+                } else {
+                    TransitionKind::Rollout
+                };
+                (kind, vec![source])
+            }
             GroupKey::Split(parent) => (TransitionKind::Split, vec![self.accepted[parent]]),
             GroupKey::Merge(id) => (TransitionKind::Merge, self.accepted_descendants(id)),
             GroupKey::Orphan(_) => (TransitionKind::Fill, Vec::new()),
@@ -741,6 +796,12 @@ impl<'a> Layout<'a> {
         }));
         let names: Vec<String> = wanted.iter().map(|(c, _, _)| c.to_string()).collect();
         let reason = match &key {
+            GroupKey::Replace(id) if kind == TransitionKind::Drain => {
+                format!(
+                    "draining {id}, which is being shut down, into {}",
+                    names.join(", ")
+                )
+            }
             GroupKey::Replace(id) => format!("replacing {id} with {}", names.join(", ")),
             GroupKey::Split(p) => format!("splitting {p} into {}", names.join(" and ")),
             GroupKey::Merge(id) => format!("merging into {id}"),
@@ -773,13 +834,14 @@ impl<'a> Layout<'a> {
 
     /// Undoes a stalled group: its targets hand back whatever they received and
     /// retire; its sources keep serving. A failed source is left free, so that it
-    /// is replaced and the hand-back has somewhere to go.
+    /// is replaced and the hand-back has somewhere to go; so is a terminating one,
+    /// so that it is drained at once (its targets hand back to its successor).
     fn roll_back(&mut self, kind: TransitionKind, sources: &[usize], targets: Vec<usize>, why: String) {
         self.busy.extend(
             sources
                 .iter()
                 .copied()
-                .filter(|&s| self.cells[s].health != Health::Failed),
+                .filter(|&s| self.cells[s].can_take_sessions()),
         );
         self.retire_unneeded(
             targets,
@@ -787,6 +849,31 @@ impl<'a> Layout<'a> {
             Some(kind),
             &format!("{kind} rolled back: {why}"),
         );
+    }
+
+    /// Every active cell being shut down that no transition uses yet hands its
+    /// sessions to its next incarnation, started now for the same space. Not
+    /// rate-limited, and several at once: a node drain takes all its cells, and
+    /// each grace period runs whether the planner is ready or not.
+    fn drain_terminating(&mut self) {
+        let terminating: Vec<usize> = self
+            .accepted
+            .values()
+            .copied()
+            .filter(|&i| !self.busy.contains(&i) && self.cells[i].is_terminating())
+            .collect();
+        for i in terminating {
+            self.busy.insert(i);
+            let old = &self.cells[i];
+            let new = next_ref(self.cells, &old.cell.id);
+            let reason = format!(
+                "{} is being shut down; handing its sessions to {new} before it goes",
+                old.cell
+            );
+            self.r
+                .transitions
+                .push(successor(old, new, TransitionKind::Drain, reason));
+        }
     }
 
     /// A failed active cell, or one that never became ready within the
@@ -1033,13 +1120,16 @@ impl<'a> Layout<'a> {
     }
 
     /// Replaces one cell whose revision is out of date, sessions handed over, when
-    /// no other replacement is in progress and every cell is healthy.
+    /// no other replacement is in progress and every cell is healthy. A cell
+    /// being shut down is not: it is drained first (its successor starts with
+    /// the current revision anyway).
     fn roll_out(&mut self) {
-        let in_progress = self
-            .r
-            .transitions
-            .iter()
-            .any(|t| matches!(t.kind, TransitionKind::Rollout | TransitionKind::Replace));
+        let in_progress = self.r.transitions.iter().any(|t| {
+            matches!(
+                t.kind,
+                TransitionKind::Rollout | TransitionKind::Replace | TransitionKind::Drain
+            )
+        });
         let healthy = self
             .accepted
             .values()
@@ -1057,32 +1147,13 @@ impl<'a> Layout<'a> {
         let old = &self.cells[i];
         let new = next_ref(self.cells, &old.cell.id);
         self.busy.insert(i);
-        self.r.transitions.push(Transition {
-            undoes: None,
-            kind: TransitionKind::Rollout,
-            continues: false,
-            reason: format!(
-                "{} runs an out-of-date revision; replacing it with {}",
-                old.cell, new
-            ),
-            actions: vec![
-                Action::Create {
-                    cell: new.clone(),
-                    bounds: old.bounds,
-                    active: false,
-                },
-                Action::HandOver {
-                    from: vec![old.cell.clone()],
-                    to: vec![Target {
-                        cell: new,
-                        bounds: old.bounds,
-                    }],
-                },
-                Action::Retire {
-                    cell: old.cell.clone(),
-                },
-            ],
-        });
+        let reason = format!(
+            "{} runs an out-of-date revision; replacing it with {}",
+            old.cell, new
+        );
+        self.r
+            .transitions
+            .push(successor(old, new, TransitionKind::Rollout, reason));
     }
 }
 

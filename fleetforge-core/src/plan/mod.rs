@@ -111,7 +111,9 @@ fn summarize(current: u64, observed: &Observed, problems: &[String]) -> Summary 
             match c.health {
                 Health::Ready => s.ready_cells += 1,
                 Health::Unready | Health::Failed => unhealthy = true,
-                Health::Starting => {}
+                // A terminating cell is being drained, not failing: the world is
+                // changing (Scaling), not degraded.
+                Health::Starting | Health::Terminating => {}
             }
         } else {
             s.incoming_cells += 1;

@@ -88,10 +88,21 @@ pub enum TransitionKind {
     Replace,
     /// Replace a healthy cell whose revision is out of date, sessions handed over.
     Rollout,
+    /// Replace a cell that someone else is shutting down ([`Health::Terminating`]:
+    /// deleted by hand, evicted, drained off its node) while it still answers:
+    /// its next incarnation is created for the same space, takes its sessions
+    /// over once ready, and the terminating cell is retired. The actions are a
+    /// roll-out's, but a drain is never held back: not by the rate limit, not by
+    /// another drain or roll-out in progress, since the grace period will not
+    /// wait.
+    ///
+    /// [`Health::Terminating`]: crate::observed::Health::Terminating
+    Drain,
     /// Move to a new root partition after the world's bounds or initial cell count
     /// changed.
     Repartition,
-    /// Undo a split, merge, replacement or repartition whose new cells did not
+    /// Undo a split, merge, roll-out or drain (or the activation of a cell whose
+    /// sources are gone) whose new cells failed, are being shut down, or did not
     /// become ready in time.
     RollBack,
     /// Retire cells that no transition needs (left over from an interrupted one).

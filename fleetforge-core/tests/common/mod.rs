@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fleetforge_core::sim::{Population, apply};
+use fleetforge_core::sim::{Evictions, Population, apply};
 use fleetforge_core::{
     Bounds, CellRef, Health, Observed, ObservedCell, Overrides, Plan, Role, ScalingPolicy, Timestamp, World,
     plan,
@@ -48,6 +48,8 @@ pub struct Sim {
     pub now: Timestamp,
     /// Every plan made, in order.
     pub plans: Vec<Plan>,
+    /// Cells being shut down by someone else, gone when their grace period ends.
+    pub evictions: Evictions,
 }
 
 impl Sim {
@@ -59,6 +61,7 @@ impl Sim {
             population,
             now: Timestamp(0),
             plans: Vec::new(),
+            evictions: Evictions::default(),
         };
         s.step_plan();
         s
@@ -80,11 +83,35 @@ impl Sim {
         plan(&self.world, &self.observed, self.now)
     }
 
-    /// Advances one second, samples every active cell, plans and applies.
+    /// Advances one second (evicted cells whose grace period ended are gone),
+    /// samples every active cell, plans and applies.
     pub fn tick(&mut self) -> Plan {
         self.now = self.now + Duration::from_secs(1);
+        self.evictions.expire(&mut self.observed, self.now);
         self.population.sample(&self.world, &mut self.observed, self.now);
         self.step_plan()
+    }
+
+    /// Evicts the `k`-th cell (modulo their number) now, for `grace`; returns it,
+    /// or `None` when it is failed or terminating already.
+    pub fn evict(&mut self, k: usize, grace: Duration) -> Option<CellRef> {
+        let n = self.observed.cells.len();
+        let cell = self.observed.cells.get(k % n.max(1))?.cell.clone();
+        self.evictions
+            .evict(&mut self.observed, &cell, self.now, grace)
+            .then_some(cell)
+    }
+
+    /// Marks the named cell terminating, as the operator observes a cell Pod
+    /// being deleted while its process still answers.
+    pub fn terminate(&mut self, name: &str) {
+        let c = self
+            .observed
+            .cells
+            .iter_mut()
+            .find(|c| c.cell.to_string() == name)
+            .unwrap_or_else(|| panic!("no cell {name}"));
+        c.health = Health::Terminating;
     }
 
     /// Ticks `n` times; returns the plans that had work.

@@ -4,7 +4,9 @@
 //!
 //! The reference executor in `fleetforge_core::sim` makes every cell ready at once
 //! and every hand-over succeed. This one does not: cells start slowly, never start,
-//! fail on start or later, go unready and come back; the executor stops between
+//! fail on start or later, go unready and come back, are evicted (they turn
+//! Terminating, still answer, and are gone when their grace period ends, with
+//! whatever they still hold); the executor stops between
 //! any two actions (an operator restart) and an export can stop half-way; the
 //! planner is shown observations that miss a cell or list one twice, in any order.
 //! Sessions are tracked one by one, so losing one, or holding one twice, is seen
@@ -18,7 +20,7 @@ use fleetforge_core::observed::prune_history;
 use fleetforge_core::sim::SplitMix;
 use fleetforge_core::{
     Action, Axis, Bounds, CellId, CellRef, Health, LoadSample, Observed, ObservedCell, OverrideResult, Plan,
-    Point, Role, Timestamp, TransitionRecord, World, plan,
+    Point, Role, Timestamp, TransitionKind, TransitionRecord, World, plan,
 };
 
 /// How often each fault strikes (probabilities per step, per cell or per action).
@@ -44,6 +46,11 @@ pub struct Faults {
     pub omit: f64,
     /// The observation lists one cell twice.
     pub duplicate: f64,
+    /// A live (starting or ready) cell is evicted, per step: it turns
+    /// Terminating, still answers, and is gone `grace` seconds later.
+    pub evict: f64,
+    /// How long an evicted cell answers before it is gone, in seconds.
+    pub grace: u64,
 }
 
 impl Faults {
@@ -59,6 +66,8 @@ impl Faults {
         partial_export: 0.0,
         omit: 0.0,
         duplicate: 0.0,
+        evict: 0.0,
+        grace: 60,
     };
 
     /// Every fault, often enough that a few hundred steps meet each of them many
@@ -74,6 +83,29 @@ impl Faults {
         partial_export: 0.1,
         omit: 0.1,
         duplicate: 0.05,
+        evict: 0.004,
+        grace: 30,
+    };
+
+    /// Evictions, often, with a grace period far longer than a hand-over takes
+    /// here, and only the faults that delay a hand-over by a bounded time: cells
+    /// start within `max_start` seconds (shorter than any transition timeout the
+    /// soak uses), the executor stops, exports stop half-way, observations miss
+    /// or repeat cells. No cell fails, hangs, crashes or goes unready, so every
+    /// drain completes within the grace period and no session may be lost.
+    pub const EVICTIONS: Faults = Faults {
+        slow_start: 0.3,
+        max_start: 8,
+        fail_start: 0.0,
+        hang: 0.0,
+        crash: 0.0,
+        unready: 0.0,
+        executor_stop: 0.05,
+        partial_export: 0.1,
+        omit: 0.1,
+        duplicate: 0.05,
+        evict: 0.01,
+        grace: 60,
     };
 }
 
@@ -93,6 +125,8 @@ pub struct Proc {
     pub fails_on_start: bool,
     /// While unready, when it comes back.
     pub back_at: Option<Timestamp>,
+    /// Once evicted, when its grace period ends and it is gone.
+    pub gone_at: Option<Timestamp>,
     /// The sessions it holds, by id.
     pub sessions: Vec<usize>,
     pub samples: Vec<LoadSample>,
@@ -122,6 +156,16 @@ pub struct Cluster {
     /// Sessions lost because their cell crashed (allowed: a crash loses what
     /// changed since the last checkpoint; here, everything).
     pub lost_to_crashes: usize,
+    /// Cells evicted so far.
+    pub evictions: usize,
+    /// Drains the planner started.
+    pub drains: usize,
+    /// Sessions lost because an evicted cell still held them when its grace
+    /// period ended.
+    pub lost_to_evictions: usize,
+    /// Evicted active cells whose grace period ended while no other active cell
+    /// covered their space: the hole a drain exists to prevent.
+    pub holes_left_by_evictions: usize,
     /// What went wrong: sessions dropped by a retire, sessions held twice or
     /// outside their cell, plans that depend on the input order.
     pub violations: Vec<String>,
@@ -142,6 +186,10 @@ impl Cluster {
             positions: Vec::new(),
             seats: Vec::new(),
             lost_to_crashes: 0,
+            evictions: 0,
+            drains: 0,
+            lost_to_evictions: 0,
+            holes_left_by_evictions: 0,
             violations: Vec::new(),
             rng: SplitMix::new(seed),
             log: Vec::new(),
@@ -185,10 +233,12 @@ impl Cluster {
         }
     }
 
-    /// One second passes: cells start, fail, go unready and come back; waiting
-    /// players connect to the cell that serves their position.
+    /// One second passes: evicted cells whose grace period ended are gone; cells
+    /// start, fail, go unready and come back, are evicted; waiting players
+    /// connect to the cell that serves their position.
     pub fn tick(&mut self) {
         self.now = self.now + Duration::from_secs(1);
+        self.expire_evicted();
         let now = self.now;
         let f = self.faults;
         for k in 0..self.procs.len() {
@@ -228,7 +278,57 @@ impl Cluster {
                 }
             }
         }
+        self.evict_some();
         self.connect_waiting();
+    }
+
+    /// Live cells are evicted now and then: they turn Terminating and keep
+    /// answering until their grace period ends.
+    fn evict_some(&mut self) {
+        let grace = Duration::from_secs(self.faults.grace);
+        for k in 0..self.procs.len() {
+            let live = matches!(self.procs[k].health, Health::Starting | Health::Ready);
+            if live && self.chance(self.faults.evict) {
+                let p = &mut self.procs[k];
+                p.health = Health::Terminating;
+                p.gone_at = Some(self.now + grace);
+                self.evictions += 1;
+            }
+        }
+    }
+
+    /// Evicted cells whose grace period has ended are gone, with what they held.
+    fn expire_evicted(&mut self) {
+        let now = self.now;
+        let (gone, kept): (Vec<Proc>, Vec<Proc>) = std::mem::take(&mut self.procs)
+            .into_iter()
+            .partition(|p| p.gone_at.is_some_and(|t| t <= now));
+        self.procs = kept;
+        for p in gone {
+            self.log.push(format!(
+                "  grace period of {} ({:?}) ended holding {} sessions",
+                p.cell,
+                p.role,
+                p.sessions.len()
+            ));
+            if matches!(p.role, Role::Active { .. }) && !self.covered_by_others(&p.bounds) {
+                self.holes_left_by_evictions += 1;
+            }
+            self.lost_to_evictions += p.sessions.len();
+            for s in p.sessions {
+                self.seats[s] = Seat::Waiting;
+            }
+        }
+    }
+
+    /// Whether active cells that serve (not failed) cover `bounds`.
+    fn covered_by_others(&self, bounds: &Bounds) -> bool {
+        bounds.covered_by(
+            self.procs
+                .iter()
+                .filter(|p| matches!(p.role, Role::Active { .. }) && p.health != Health::Failed)
+                .map(|p| &p.bounds),
+        )
     }
 
     /// Waiting players join the newest active, ready cell that contains them.
@@ -258,11 +358,12 @@ impl Cluster {
         }
     }
 
-    /// Every active, ready cell records its players.
+    /// Every active cell that answers (ready, or terminating) records its players.
     pub fn sample(&mut self) {
         let now = self.now;
         for p in &mut self.procs {
-            if p.health == Health::Ready && matches!(p.role, Role::Active { .. }) {
+            let answers = matches!(p.health, Health::Ready | Health::Terminating);
+            if answers && matches!(p.role, Role::Active { .. }) {
                 p.samples.push(LoadSample {
                     at: now,
                     players: p.sessions.len() as u32,
@@ -314,6 +415,7 @@ impl Cluster {
         self.sample();
         let observed = self.observe();
         let p = plan(&self.world, &observed, self.now);
+        self.check_terminating(&observed, &p);
         let mut again = observed.clone();
         self.shuffle(&mut again.cells);
         if plan(&self.world, &again, self.now) != p {
@@ -407,6 +509,7 @@ impl Cluster {
             ready_at: (!hang).then(|| self.now + Duration::from_secs(start)),
             fails_on_start,
             back_at: None,
+            gone_at: None,
             sessions: Vec::new(),
             samples: Vec::new(),
         });
@@ -432,7 +535,8 @@ impl Cluster {
             }
             let Some(k) = self.find(source) else { continue };
             match self.procs[k].health {
-                Health::Ready => {}
+                // Still answering until its grace period ends: that is the point.
+                Health::Ready | Health::Terminating => {}
                 Health::Failed => continue,
                 Health::Starting | Health::Unready => return Step::Wait,
             }
@@ -466,6 +570,14 @@ impl Cluster {
     fn retire(&mut self, cell: &CellRef) {
         let Some(k) = self.find(cell) else { return };
         let p = self.procs.remove(k);
+        if p.gone_at.is_some() && matches!(p.role, Role::Active { .. }) && !self.covered_by_others(&p.bounds)
+        {
+            self.violations.push(format!(
+                "at t={}: retired evicted {} while no other active cell covers its space",
+                self.now.as_millis() / 1000,
+                p.cell
+            ));
+        }
         self.log
             .push(format!("  retired {} ({:?}, {:?})", p.cell, p.role, p.health));
         if !p.sessions.is_empty() {
@@ -479,6 +591,54 @@ impl Cluster {
             ));
             for s in p.sessions {
                 self.seats[s] = Seat::Waiting;
+            }
+        }
+    }
+
+    /// A terminating cell is neither a failure nor lost capacity: no replacement
+    /// retires it, and no fill is started over space it serves alone. Counts
+    /// the drains started. (A cell of an earlier partition serves no space of
+    /// the current one: filling a new root that vanished is about the root.)
+    fn check_terminating(&mut self, observed: &Observed, p: &Plan) {
+        let active = |c: &&ObservedCell| c.is_active();
+        let current = self.world.layout_key();
+        let terminating: Vec<&ObservedCell> = observed
+            .cells
+            .iter()
+            .filter(active)
+            .filter(|c| c.health == Health::Terminating && c.layout == current)
+            .collect();
+        // Where it overlaps another active cell it is an overlap loser handing
+        // its space to that one, and a fill of the rest is about the other's.
+        let alone = |t: &ObservedCell| {
+            !observed
+                .cells
+                .iter()
+                .filter(active)
+                .any(|c| c.cell != t.cell && c.bounds.overlaps(&t.bounds))
+        };
+        for t in &p.transitions {
+            if t.kind == TransitionKind::Drain && !t.continues {
+                self.drains += 1;
+            }
+            for a in &t.actions {
+                let wrong = match (t.kind, a) {
+                    (TransitionKind::Replace, Action::Retire { cell }) => {
+                        terminating.iter().any(|c| &c.cell == cell)
+                    }
+                    (TransitionKind::Fill, Action::Create { bounds, .. }) => {
+                        terminating.iter().any(|c| alone(c) && c.bounds.overlaps(bounds))
+                    }
+                    _ => false,
+                };
+                if wrong {
+                    self.violations.push(format!(
+                        "at t={}: {} ({}) treats a terminating cell as failed or missing",
+                        self.now.as_millis() / 1000,
+                        t.kind,
+                        t.reason
+                    ));
+                }
             }
         }
     }

@@ -87,7 +87,9 @@ pub async fn hand_over(
     };
     for source in sources {
         match source.health {
-            Health::Ready => {}
+            // A terminating cell still answers until its grace period ends: exporting
+            // from it is what its drain is for (issue 17).
+            Health::Ready | Health::Terminating => {}
             // A dead process has nothing left to give; what it held is counted as
             // lost when it is retired.
             Health::Failed => continue,

@@ -63,7 +63,9 @@ pub fn started_reason(transition: &Transition) -> &'static str {
         TransitionKind::Split => CELL_SPLIT,
         TransitionKind::Merge => CELL_MERGED,
         TransitionKind::Replace | TransitionKind::Fill => CELL_REPLACED,
-        TransitionKind::Rollout => CELL_ROLLED_OUT,
+        // A drain takes a roll-out's steps; its own reason comes with the
+        // operator's side of issue 17.
+        TransitionKind::Rollout | TransitionKind::Drain => CELL_ROLLED_OUT,
         TransitionKind::RollBack => match transition.undoes {
             Some(TransitionKind::Split) => SPLIT_ROLLED_BACK,
             Some(TransitionKind::Merge) => MERGE_ROLLED_BACK,

@@ -107,7 +107,9 @@ fn cell_summary(c: &ObservedCell) -> CellSummary {
     let phase = match (c.role, c.health) {
         (Role::Incoming, _) => "Incoming",
         (Role::Active { .. }, Health::Starting) => "Starting",
-        (Role::Active { .. }, Health::Ready) => "Ready",
+        // Still serving until its grace period ends; a phase of its own comes
+        // with the operator's side of issue 17.
+        (Role::Active { .. }, Health::Ready | Health::Terminating) => "Ready",
         (Role::Active { .. }, Health::Unready) => "Unready",
         (Role::Active { .. }, Health::Failed) => "Failed",
     };
@@ -229,7 +231,9 @@ fn progress_reason(kind: TransitionKind) -> &'static str {
         TransitionKind::Initialize => REASON_INITIALIZING,
         TransitionKind::Split | TransitionKind::Merge => REASON_SCALING,
         TransitionKind::Replace => REASON_REPLACING,
-        TransitionKind::Rollout => REASON_ROLLING_OUT,
+        // A drain takes a roll-out's steps; its own reason comes with the
+        // operator's side of issue 17.
+        TransitionKind::Rollout | TransitionKind::Drain => REASON_ROLLING_OUT,
         TransitionKind::Repartition => REASON_REPARTITIONING,
         TransitionKind::RollBack => REASON_ROLLING_BACK,
         TransitionKind::Fill => REASON_FILLING,
