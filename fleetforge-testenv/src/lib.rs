@@ -108,7 +108,36 @@ pub struct Options {
     /// port be taken, it moves to another (see [`TestEnv::server_url`] for the one
     /// it serves on).
     pub api_port: Option<u16>,
+    /// Pods being deleted stay until their grace period is over (or their process
+    /// under the cell runner has stopped), as on a real node, instead of being
+    /// removed at once as kwok's fast stages do. For tests of what happens while a
+    /// Pod terminates (drains, evictions); slower for everything else.
+    pub graceful_deletion: bool,
 }
+
+/// The kwok stage that removes a deleted Pod once its deletion timestamp (the
+/// end of its grace period) has passed, as a kubelet would after SIGKILL, in place
+/// of kwok's fast one that removes it at once. The cell runner removes it sooner
+/// when its process stops by itself, as a kubelet does.
+const GRACEFUL_POD_DELETE_STAGE: &str = r#"apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-delete
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'Exists'
+  delay:
+    durationMilliseconds: 0
+    durationFrom:
+      expressionFrom: '.metadata.deletionTimestamp'
+  next:
+    delete: true
+"#;
 
 /// A loopback /16 for Pod IPs, `127.N.0.0/16` with N from 1 to 250 picked by the
 /// process id: two environments running at once (a test binary and the demo, say)
@@ -136,7 +165,14 @@ impl Options {
             audit_policy: None,
             ready_timeout: Duration::from_secs(120),
             api_port: None,
+            graceful_deletion: false,
         }
+    }
+
+    /// Sets [`Options::graceful_deletion`].
+    pub fn graceful_deletion(mut self, graceful: bool) -> Options {
+        self.graceful_deletion = graceful;
+        self
     }
 
     /// Sets [`Options::nodes`].
@@ -568,6 +604,13 @@ impl TestEnv {
             "--node-ip=127.0.0.1".to_owned(),
             format!("--node-lease-duration-seconds={lease}"),
         ];
+        let mut stages = stages.to_vec();
+        if o.graceful_deletion {
+            let graceful = self.dir.join("kwok-pod-delete-graceful.yaml");
+            fs::write(&graceful, GRACEFUL_POD_DELETE_STAGE)?;
+            stages.retain(|s| s.file_name().is_none_or(|n| n != "pod-delete.yaml"));
+            stages.push(graceful);
+        }
         args.extend(stages.iter().map(|s| format!("--config={}", s.display())));
         self.spawn("kwok", bin, &args, &[("HOME", &home)])?;
         Ok(())

@@ -40,7 +40,7 @@ use anyhow::{Context as _, ensure};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Secret};
 use kube::Client;
-use kube::api::Api;
+use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
 use tokio::task::JoinHandle;
@@ -537,7 +537,7 @@ async fn finish_stop(shared: Arc<Shared>, key: PodKey, grace: Duration) {
     }
     let deadline = Instant::now() + grace;
     loop {
-        {
+        let stopped = {
             let mut state = shared.lock();
             let Some(cell) = state.cells.get_mut(&key) else {
                 return;
@@ -562,10 +562,37 @@ async fn finish_stop(shared: Arc<Shared>, key: PodKey, grace: Duration) {
             if let Some(outcome) = outcome {
                 eprintln!("{LOG} {key} (ip {}, pid {pid}) {outcome}", cell.ip);
                 cell.phase = Phase::Done;
-                return;
+                true
+            } else {
+                false
             }
+        };
+        if stopped {
+            remove_stopped_pod(&shared, &key).await;
+            return;
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Removes the Pod of a process that stopped, as a kubelet does once a deleted
+/// Pod's containers have ended: with a node that honours grace periods
+/// ([`crate::Options::graceful_deletion`]) the Pod would otherwise stay until its
+/// grace period is over. Only that Pod (its uid): never a new one of the same name.
+async fn remove_stopped_pod(shared: &Shared, key: &PodKey) {
+    let pods: Api<Pod> = Api::namespaced(shared.client.clone(), &key.namespace);
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(key.uid.clone()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match pods.delete(&key.name, &params).await {
+        // Gone already (kwok removed it), or a new Pod took the name.
+        Ok(_) | Err(kube::Error::Api(_)) => {}
+        Err(e) => eprintln!("{LOG} removing the Pod of {key}: {e}"),
     }
 }
 

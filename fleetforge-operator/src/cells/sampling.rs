@@ -99,7 +99,9 @@ pub struct CellRecord {
 
 /// The health of a cell process given its Pod's health and what sampling found.
 ///
-/// Only a Pod that says it runs (`Ready` or `Unready`) is refined: a cell not
+/// Only a Pod that says it runs (`Ready`, `Unready`, or `Terminating`: being
+/// deleted but still running) is refined: a terminating cell that stays silent
+/// past `dead_after` died during its grace period and is `Failed`. A cell not
 /// sampled yet keeps its Pod's health; one answering keeps it too; one that never
 /// answered is still `Starting`, however long it stays silent (it was never
 /// ready, so it holds no session: the planner retires it without a hand-over, and
@@ -111,14 +113,18 @@ pub fn sampled_health(
     now: Timestamp,
     dead_after: Duration,
 ) -> Health {
-    if !matches!(pod, Health::Ready | Health::Unready) {
+    if !matches!(pod, Health::Ready | Health::Unready | Health::Terminating) {
         return pod;
     }
     let Some(r) = record else { return pod };
     match (r.last_ok, r.silent_since) {
         (_, None) => pod,
+        // A terminating cell keeps its state until it is heard dead: a drain
+        // waits for it rather than starting over.
+        (None, Some(_)) if pod == Health::Terminating => pod,
         (None, Some(_)) => Health::Starting,
         (Some(_), Some(since)) if now.since(since) >= dead_after => Health::Failed,
+        (Some(_), Some(_)) if pod == Health::Terminating => pod,
         (Some(_), Some(_)) => Health::Unready,
     }
 }
@@ -395,6 +401,16 @@ mod tests {
         assert_eq!(
             sampled_health(Health::Starting, Some(r), t(9_000), dead),
             Health::Starting
+        );
+        // A terminating cell stays terminating while it may still hand over, and
+        // is failed once silent past the deadline (it died in its grace period).
+        assert_eq!(
+            sampled_health(Health::Terminating, Some(r), t(6_999), dead),
+            Health::Terminating
+        );
+        assert_eq!(
+            sampled_health(Health::Terminating, Some(r), t(7_000), dead),
+            Health::Failed
         );
         drop(records);
         assert!(s.silent("a", t(7_000)), "crossing the deadline wakes");

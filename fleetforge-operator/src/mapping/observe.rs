@@ -146,19 +146,24 @@ fn timestamp(t: &Time) -> Option<Timestamp> {
 ///
 /// | Pod | health |
 /// | --- | --- |
-/// | being deleted (`deletionTimestamp` set) | `Failed` |
 /// | phase `Failed` or `Succeeded` | `Failed` |
 /// | a container terminated (phase not updated yet) | `Failed` |
+/// | being deleted (`deletionTimestamp` set), phase `Running` | `Terminating` |
+/// | being deleted, not running yet | `Failed` |
 /// | phase `Pending`, or unknown/empty | `Starting` |
 /// | `Running`, condition `Ready=True` | `Ready` |
 /// | `Running`, not ready, never was | `Starting` |
 /// | `Running`, not ready, was ready since its container started | `Unready` |
 /// | phase `Unknown` (node lost) | `Unready` |
 ///
-/// A Pod being deleted is going away whatever its probes say, and cells run with
-/// `restartPolicy: Never`, so a terminated container never comes back: both are
-/// `Failed` at once, without waiting for the phase to catch up. (A retired cell
-/// whose Pod is still terminating is left out by [`observe_world`] instead.)
+/// Cells run with `restartPolicy: Never`, so a terminated container never comes
+/// back: it is `Failed` at once, without waiting for the phase to catch up. A
+/// running Pod being deleted (by a person, the Eviction API, a node drain) is
+/// going away whatever its probes say, but its process still answers for its
+/// grace period: `Terminating`, which the planner drains (its sessions handed
+/// to a replacement) instead of replacing it empty-handed. One that never ran
+/// holds nothing: `Failed`. (A retired cell whose Pod is still terminating is
+/// left out by [`observe_world`] instead.)
 ///
 /// "Was ready": the kubelet sets `Ready=False` when it first reports the Pod,
 /// before the container starts, and keeps that condition's `lastTransitionTime`
@@ -170,11 +175,13 @@ fn timestamp(t: &Time) -> Option<Timestamp> {
 /// transition back if its cells do not become ready in time). Missing data
 /// (no condition, no container status) also reads as not-yet-ready.
 pub fn health(pod: &Pod) -> Health {
-    if pod.metadata.deletion_timestamp.is_some() {
-        return Health::Failed;
-    }
+    let deleting = pod.metadata.deletion_timestamp.is_some();
     let Some(status) = pod.status.as_ref() else {
-        return Health::Starting;
+        return if deleting {
+            Health::Failed
+        } else {
+            Health::Starting
+        };
     };
     let containers = status.container_statuses.as_deref().unwrap_or_default();
     if containers
@@ -182,6 +189,12 @@ pub fn health(pod: &Pod) -> Health {
         .any(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
     {
         return Health::Failed;
+    }
+    if deleting {
+        return match status.phase.as_deref() {
+            Some("Running") => Health::Terminating,
+            _ => Health::Failed,
+        };
     }
     match status.phase.as_deref() {
         Some("Failed" | "Succeeded") => Health::Failed,
@@ -222,10 +235,11 @@ pub fn health(pod: &Pod) -> Health {
 /// kept, and the other reported. The cells are sorted by cell and incarnation, so
 /// the result does not depend on the order the Pods were listed in.
 ///
-/// An active cell whose Pod is being deleted reads as `Failed` ([`health`]), so
-/// that a cell deleted by accident is replaced. But the operator also deletes the
+/// An active cell whose running Pod is being deleted reads as `Terminating`
+/// ([`health`]), so that a cell deleted by someone else is drained into a
+/// replacement. But the operator also deletes the
 /// Pods of cells it retired after handing their space over, and those linger while
-/// terminating: seen as failed active cells they would turn the world Degraded for
+/// terminating: seen as terminating active cells they would be drained again for
 /// the grace period of every split and merge. So an active cell being deleted whose
 /// space is wholly covered by live active cells (not being deleted, not failed) is
 /// left out: it has been replaced already and needs nothing more.
@@ -623,11 +637,19 @@ mod tests {
         p.status = Some(st);
         assert_eq!(health(&p), Health::Failed);
 
-        // Being deleted: failed, whatever the probes say.
+        // Being deleted while it runs: terminating, whatever the probes say (a
+        // draining cell turns unready but still hands its sessions over).
         let mut p = plain_pod();
         p.status = Some(status("Running", Some(t + 1), Some(("True", t + 3))));
         assert_eq!(health(&p), Health::Ready);
         p.metadata.deletion_timestamp = Some(at(t + 100));
+        assert_eq!(health(&p), Health::Terminating);
+        p.status = Some(status("Running", Some(t + 1), Some(("False", t + 90))));
+        assert_eq!(health(&p), Health::Terminating);
+        // Being deleted before it ever ran, or after its process ended: failed.
+        p.status = Some(status("Pending", None, None));
+        assert_eq!(health(&p), Health::Failed);
+        p.status = None;
         assert_eq!(health(&p), Health::Failed);
     }
 

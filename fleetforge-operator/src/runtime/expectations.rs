@@ -80,10 +80,10 @@ pub fn satisfied(expected: &Expected, world_version: Option<&str>, pods: &[Cache
             .iter()
             .any(|p| p.name == name && p.uid == uid && !p.terminating)
     });
-    let activated = expected
-        .activated
-        .iter()
-        .all(|(n, stamp)| pods.iter().any(|p| p.name == n && p.mark.is_some_and(|m| m >= *stamp)));
+    let activated = expected.activated.iter().all(|(n, stamp)| {
+        pods.iter()
+            .any(|p| p.name == n && p.mark.is_some_and(|m| m >= *stamp))
+    });
     created && deleted && activated
 }
 
