@@ -12,6 +12,7 @@ use std::time::Duration;
 use fleetforge_core::geometry::GeometryError;
 use fleetforge_core::naming::stable_hash;
 use fleetforge_core::{Axis, Bounds, CellId, Overrides, Prediction, Range, ScalingPolicy, World, WorldField};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use thiserror::Error;
 
 use crate::keys::{
@@ -19,7 +20,7 @@ use crate::keys::{
     parse_cell_list,
 };
 use crate::quantity::parse_quantity;
-use crate::spec::{Capacity, Persistence, WorldBoundaries, WorldSpec};
+use crate::spec::{Capacity, CellSize, Persistence, Resolved, WorldBoundaries, WorldSpec};
 
 /// One broken rule, located in the API object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,25 +115,30 @@ pub fn to_world(ws: &WorldSpec) -> Result<World, SpecError> {
     let topo = &spec.topology;
     let bounds = bounds(&topo.world_boundaries, &mut errs);
 
+    if spec.multi_cluster_enabled {
+        errs.push(
+            "spec.multiClusterEnabled",
+            "must be false: placing a world's cells across clusters is not supported yet",
+        );
+    }
     let mut max_cells = spec.scaling.max_cells;
     if let Some(per_cluster) = topo.max_cells_per_cluster {
         if per_cluster < 1 {
             errs.push("spec.topology.maxCellsPerCluster", "must be at least 1");
-        } else if !spec.multi_cluster_enabled {
-            if per_cluster < topo.initial_cells {
-                errs.push(
-                    "spec.topology.maxCellsPerCluster",
-                    format!(
-                        "must be at least spec.topology.initialCells ({}) unless spec.multiClusterEnabled is true, got {per_cluster}",
-                        topo.initial_cells
-                    ),
-                );
-            } else {
-                // One cluster holds the whole world: its limit caps the world's.
-                max_cells = max_cells.min(per_cluster);
-            }
+        } else if per_cluster < topo.initial_cells {
+            errs.push(
+                "spec.topology.maxCellsPerCluster",
+                format!(
+                    "must be at least spec.topology.initialCells ({}), got {per_cluster}",
+                    topo.initial_cells
+                ),
+            );
+        } else {
+            // Every cell runs in this cluster: its limit caps the world's.
+            max_cells = max_cells.min(per_cluster);
         }
     }
+    let min_cell_extent = topo.cell_size.as_ref().and_then(|c| cell_size(c, &mut errs));
 
     let revision = revision(&spec.game_server_image, &spec.capacity, &mut errs);
     persistence(&spec.persistence, &mut errs);
@@ -152,7 +158,7 @@ pub fn to_world(ws: &WorldSpec) -> Result<World, SpecError> {
         name,
         bounds: world_bounds,
         initial_cells: topo.initial_cells,
-        min_cell_extent: topo.cell_size,
+        min_cell_extent,
         players_per_cell: spec.capacity.max_players_per_cell,
         policy: ScalingPolicy {
             scale_up_threshold: s.scale_up_threshold,
@@ -262,12 +268,72 @@ fn bounds(b: &WorldBoundaries, errs: &mut Violations) -> Option<Bounds> {
     }
 }
 
-/// Checks the quantities and digests what a cell process is started with.
-fn revision(image: &str, c: &Capacity, errs: &mut Violations) -> String {
-    if image.trim().is_empty() {
-        errs.push("spec.gameServerImage", "must name a container image");
+const CELL_SIZE: &str = "spec.topology.cellSize";
+
+/// The floor on a cell's extent that `topology.cellSize` asks for. The number
+/// form is that floor (its range is the core model's to check). The original
+/// FleetForge's box form gave a preferred size per axis; one floor for every
+/// axis honours it as closely as the model allows by taking the smallest extent
+/// the box gives, so no split the box would allow along any axis is refused.
+/// The box is checked exactly as the schema checks it: x required, y and z in
+/// pairs, every min at most 0 and every max above 0.
+fn cell_size(c: &CellSize, errs: &mut Violations) -> Option<f64> {
+    let b = match c {
+        CellSize::Extent(v) => return Some(*v),
+        CellSize::Box(b) => b,
+    };
+    let before = errs.0.len();
+    let mut extents = Vec::new();
+    for (axis, min, max, required) in [
+        ("x", b.x_min, b.x_max, true),
+        ("y", b.y_min, b.y_max, false),
+        ("z", b.z_min, b.z_max, false),
+    ] {
+        match (min, max) {
+            (Some(min), Some(max)) => {
+                if min > 0.0 || min.is_nan() {
+                    errs.push(
+                        format!("{CELL_SIZE}.{axis}Min"),
+                        format!("must be at most 0 in the box form of cellSize, got {min}"),
+                    );
+                }
+                if max <= 0.0 || max.is_nan() {
+                    errs.push(
+                        format!("{CELL_SIZE}.{axis}Max"),
+                        format!("must be above 0 in the box form of cellSize, got {max}"),
+                    );
+                }
+                extents.push(max - min);
+            }
+            (None, None) if !required => {}
+            (None, _) => errs.push(
+                format!("{CELL_SIZE}.{axis}Min"),
+                format!("must be given with {axis}Max in the box form of cellSize"),
+            ),
+            (Some(_), None) => errs.push(
+                format!("{CELL_SIZE}.{axis}Max"),
+                format!("must be given with {axis}Min in the box form of cellSize"),
+            ),
+        }
     }
-    let mut quantity = |field: &str, q: &str, limit: bool| match parse_quantity(q) {
+    if errs.0.len() > before {
+        return None;
+    }
+    extents.into_iter().reduce(f64::min)
+}
+
+/// One resource field as written, checked on its own: `None` when the field is
+/// absent, `Some(None)` when it is malformed or out of range (a limit must be
+/// above zero, a request zero or more; the violation is recorded), else its
+/// value.
+fn checked_quantity(
+    field: &str,
+    q: Option<&Quantity>,
+    limit: bool,
+    errs: &mut Violations,
+) -> Option<Option<f64>> {
+    let q = &q?.0;
+    Some(match parse_quantity(q) {
         Ok(v) if v < 0.0 || (limit && v == 0.0) => {
             let want = if limit {
                 "greater than zero"
@@ -285,26 +351,105 @@ fn revision(image: &str, c: &Capacity, errs: &mut Violations) -> String {
             errs.push(format!("spec.capacity.{field}"), e.to_string());
             None
         }
-    };
-    let cpu_limit = quantity("cpuLimit", &c.cpu_limit.0, true);
-    let memory_limit = quantity("memoryLimit", &c.memory_limit.0, true);
-    let cpu_request = quantity("cpuRequest", &c.cpu_request.0, false);
-    let memory_request = quantity("memoryRequest", &c.memory_request.0, false);
-    for (field, request, limit, limit_field) in [
-        ("cpuRequest", cpu_request, cpu_limit, "cpuLimit"),
-        ("memoryRequest", memory_request, memory_limit, "memoryLimit"),
+    })
+}
+
+/// One resource of a cell (CPU or memory) as the spec gives it: its limit and
+/// request fields, each under its current and its deprecated name.
+struct ResourceFields<'a> {
+    what: &'static str,
+    default_limit: &'static str,
+    limit: (&'static str, Option<&'a Quantity>),
+    limit_old: (&'static str, Option<&'a Quantity>),
+    request: (&'static str, Option<&'a Quantity>),
+    request_old: (&'static str, Option<&'a Quantity>),
+}
+
+/// The values a cell gets for one resource, checked: every field given is a
+/// quantity in range, a field and its deprecated name agree, and a request
+/// given does not exceed the effective limit. The rules and messages mirror the
+/// CRD's CEL rules on `spec.capacity`. Returns (request, limit), each `None`
+/// when invalid.
+fn resource_values(
+    f: &ResourceFields<'_>,
+    request: &Resolved,
+    limit: &Resolved,
+    errs: &mut Violations,
+) -> (Option<f64>, Option<f64>) {
+    let mut in_range = std::collections::BTreeMap::new();
+    for ((name, q), is_limit) in [
+        (f.limit, true),
+        (f.request, false),
+        (f.limit_old, true),
+        (f.request_old, false),
     ] {
-        if let (Some(r), Some(l)) = (request, limit)
-            && r > l
+        if let Some(v) = checked_quantity(name, q, is_limit, errs) {
+            in_range.insert(name, v);
+        }
+    }
+    for ((new, a), (old, b)) in [(f.limit, f.limit_old), (f.request, f.request_old)] {
+        // Compared as written, in range or not, as the CEL rule does.
+        let parsed = |q: Option<&Quantity>| q.and_then(|q| parse_quantity(&q.0).ok());
+        if let (Some(a), Some(b)) = (parsed(a), parsed(b))
+            && a != b
         {
             errs.push(
-                format!("spec.capacity.{field}"),
-                format!("must not exceed spec.capacity.{limit_field}"),
+                format!("spec.capacity.{old}"),
+                format!(
+                    "differs from spec.capacity.{new}: {old} is the deprecated name of {new}, give one of them"
+                ),
             );
         }
     }
+    let value = |r: &Resolved| match r.field {
+        Some(name) => in_range.get(name).copied().flatten(),
+        None => parse_quantity(&r.quantity.0).ok(),
+    };
+    let (request_value, limit_value) = (value(request), value(limit));
+    let given_request = request
+        .field
+        .filter(|name| *name == f.request.0 || *name == f.request_old.0);
+    if let Some(name) = given_request
+        && let (Some(r), Some(l)) = (request_value, limit_value)
+        && r > l
+    {
+        errs.push(
+            format!("spec.capacity.{name}"),
+            format!(
+                "must not exceed the {} limit (spec.capacity.{}, or its deprecated name {}; default {})",
+                f.what, f.limit.0, f.limit_old.0, f.default_limit
+            ),
+        );
+    }
+    (request_value, limit_value)
+}
+
+/// Checks the cell resources and digests what a cell process is started with.
+fn revision(image: &str, c: &Capacity, errs: &mut Violations) -> String {
+    if image.trim().is_empty() {
+        errs.push("spec.gameServerImage", "must name a container image");
+    }
+    let r = c.resources();
+    let cpu = ResourceFields {
+        what: "CPU",
+        default_limit: "1",
+        limit: ("cpuLimit", c.cpu_limit.as_ref()),
+        limit_old: ("cpuLimitPerCell", c.cpu_limit_per_cell.as_ref()),
+        request: ("cpuRequest", c.cpu_request.as_ref()),
+        request_old: ("cpuRequestPerCell", c.cpu_request_per_cell.as_ref()),
+    };
+    let memory = ResourceFields {
+        what: "memory",
+        default_limit: "1Gi",
+        limit: ("memoryLimit", c.memory_limit.as_ref()),
+        limit_old: ("memoryLimitPerCell", c.memory_limit_per_cell.as_ref()),
+        request: ("memoryRequest", c.memory_request.as_ref()),
+        request_old: ("memoryRequestPerCell", c.memory_request_per_cell.as_ref()),
+    };
+    let (cpu_request, cpu_limit) = resource_values(&cpu, &r.cpu_request, &r.cpu_limit, errs);
+    let (memory_request, memory_limit) = resource_values(&memory, &r.memory_request, &r.memory_limit, errs);
     // Values, not spellings, are digested: `1` and `1000m` are the same limit and
-    // must not replace every cell.
+    // must not replace every cell, nor must writing it under its deprecated name.
     let value = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:e}"));
     let canonical = format!(
         "image={image}\ncpuRequest={}\ncpuLimit={}\nmemoryRequest={}\nmemoryLimit={}",
@@ -329,7 +474,7 @@ fn persistence(p: &Persistence, errs: &mut Violations) {
             ),
             None => errs.push(
                 format!("spec.persistence.{field}"),
-                format!("{value:?} is not a duration such as 30s, 5m or 1h30m"),
+                format!("{value:?} is not a duration such as 30s, 5m, 1h30m or 7d"),
             ),
         }
     }
@@ -342,10 +487,20 @@ fn persistence(p: &Persistence, errs: &mut Violations) {
 
 /// Seconds in a duration of the form the CRD's rule accepts: one or more
 /// `<number><unit>` with units ns, us, ms, s, m, h (`1h30m`, `1.5s`), at most
-/// about 292 years (the API server's own limit). Our own parser, because the
-/// general one panics on values past that limit.
+/// about 292 years (the API server's own limit), or a whole number of days from
+/// 1 to 99999 (`7d`, as the original FleetForge wrote retention periods). Our own
+/// parser, because the general one panics on values past that limit.
 fn parse_duration(s: &str) -> Option<f64> {
     const MAX_SECS: f64 = 9.2e9;
+    if let Some(days) = s.strip_suffix('d') {
+        // Exactly the rule's `^0*[1-9][0-9]{0,4}d$`: leading zeros, then 1 to 5 digits.
+        let significant = days.trim_start_matches('0');
+        let ok = days.bytes().all(|b| b.is_ascii_digit()) && (1..=5).contains(&significant.len());
+        return ok
+            .then(|| significant.parse::<u32>().ok())
+            .flatten()
+            .map(|d| f64::from(d) * 86_400.0);
+    }
     let mut rest = s;
     let mut total = 0.0;
     if rest.is_empty() {
@@ -435,7 +590,17 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Some(1.5));
         assert_eq!(parse_duration("250ms"), Some(0.25));
         assert_eq!(parse_duration("0s"), Some(0.0));
+        assert_eq!(parse_duration("7d"), Some(7.0 * 86_400.0));
+        assert_eq!(parse_duration("007d"), Some(7.0 * 86_400.0));
+        assert_eq!(parse_duration("99999d"), Some(99_999.0 * 86_400.0));
         for bad in [
+            "0d",
+            "000d",
+            "d",
+            "100000d",
+            "1.5d",
+            "1d12h",
+            "-1d",
             "",
             "5",
             "m",

@@ -7,6 +7,8 @@
 //! - [`to_world`]: the object as the validated core [`fleetforge_core::World`], or
 //!   a [`SpecError`] naming every bad field by its path.
 //! - [`keys`]: the labels and annotations the operator reads and writes.
+//! - [`Capacity::resources`]: the requests and limits a cell gets, read from the
+//!   current or the deprecated field names (`docs/api.md`) with their defaults.
 //!
 //! ```
 //! use fleetforge_crd::{to_world, WorldSpec};
@@ -36,7 +38,8 @@ pub use convert::{SpecError, Violation, field_path, resolve_force_merge, to_worl
 /// Gives `WorldSpec::crd()` and the resource's names without importing kube.
 pub use kube::CustomResourceExt;
 pub use spec::{
-    Capacity, Gateway, Persistence, Scaling, Topology, WorldBoundaries, WorldSpec, WorldSpecSpec,
+    Capacity, CellResources, CellSize, CellSizeBox, Gateway, Persistence, Resolved, Scaling, Topology,
+    WorldBoundaries, WorldSpec, WorldSpecSpec,
 };
 pub use status::{
     AxisRange, BoundsStatus, CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY, CellSummary,

@@ -7,6 +7,12 @@
 //! rules are checked again by [`crate::to_world`] (through the core model's
 //! validation) because a spec may reach the operator without the API server having
 //! enforced them (an older CRD, a test, another client).
+//!
+//! The same `fleetforge.io/v1` was first served by the original FleetForge (Go),
+//! whose worlds are still in clusters and Git repositories. Its spellings stay
+//! accepted here as deprecated ones: the `*PerCell` resource names of
+//! [`Capacity`] and the box form of [`CellSize`]. `docs/api.md` describes how
+//! they are carried and how the API evolves.
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{CustomResource, KubeSchema};
@@ -59,16 +65,17 @@ use crate::status::WorldSpecStatus;
         .message("spec.scaling.maxCells must be at least spec.topology.initialCells")
         .field_path(".scaling.maxCells"),
     validation = Rule::new(
-        "self.multiClusterEnabled || !has(self.topology.maxCellsPerCluster) || self.topology.maxCellsPerCluster >= self.topology.initialCells"
+        "!has(self.topology.maxCellsPerCluster) || self.topology.maxCellsPerCluster >= self.topology.initialCells"
     )
-    .message("spec.topology.maxCellsPerCluster must be at least spec.topology.initialCells unless spec.multiClusterEnabled is true")
+    .message("spec.topology.maxCellsPerCluster must be at least spec.topology.initialCells")
     .field_path(".topology.maxCellsPerCluster"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WorldSpecSpec {
     /// The world's space and its initial partition into cells.
     pub topology: Topology,
-    /// Players and compute resources of one cell. Every field has a default.
+    /// Players and compute resources of one cell. Every field is optional and has a
+    /// default.
     #[serde(default)]
     pub capacity: Capacity,
     /// When and how fast cells split and merge. Every field has a default.
@@ -81,8 +88,14 @@ pub struct WorldSpecSpec {
     /// Changing it replaces every cell, one at a time, handing sessions over.
     #[schemars(length(min = 1))]
     pub game_server_image: String,
-    /// Whether the world may span several clusters. When false (the default), the
-    /// world's cells must fit `topology.maxCellsPerCluster`.
+    /// Whether the world may span several clusters. Not supported yet: must be
+    /// false (the default). Every cell of a world runs in the cluster that holds
+    /// its WorldSpec, so `topology.maxCellsPerCluster` bounds the whole world.
+    // A rule on the field itself, not on the spec: the API server ratchets it,
+    // so a world stored with `true` before this rule existed can still have its
+    // status and metadata written while its owner fixes the field.
+    #[x_kube(validation = Rule::new("!self")
+        .message("spec.multiClusterEnabled must be false: placing a world's cells across clusters is not supported yet"))]
     #[serde(default)]
     pub multi_cluster_enabled: bool,
     /// How players find the world's cells through the FleetForge gateway.
@@ -100,9 +113,9 @@ pub struct Topology {
     /// world.
     #[schemars(range(min = 1, max = 1000))]
     pub initial_cells: u32,
-    /// Most cells of this world one cluster may hold. Optional; when set and
-    /// `multiClusterEnabled` is false it caps `scaling.maxCells` and must be at
-    /// least `initialCells`. At least 1.
+    /// Most cells of this world one cluster may hold. Optional; when set it caps
+    /// `scaling.maxCells` (all of a world's cells run in one cluster) and must be
+    /// at least `initialCells`. At least 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_cells_per_cluster: Option<u32>,
@@ -110,11 +123,108 @@ pub struct Topology {
     /// y) for a 3-D world.
     pub world_boundaries: WorldBoundaries,
     /// Smallest extent, in world units, a split may leave a cell along any axis;
-    /// a split that would make a narrower cell is not made. Optional (no floor);
-    /// greater than 0.
+    /// a split that would make a narrower cell is not made. Optional (no floor).
+    /// A number greater than 0, such as `50`. Deprecated form: a box
+    /// `{xMin, xMax, yMin, yMax, zMin, zMax}` as the original FleetForge wrote
+    /// it (its "preferred cell size"), each min at most 0 and each max above 0,
+    /// y and z optional pairs; it stands for its smallest extent (max - min) over
+    /// the axes it gives. Write the number instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("minimum" = 0, "exclusiveMinimum" = true))]
-    pub cell_size: Option<f64>,
+    #[schemars(schema_with = "cell_size_schema")]
+    pub cell_size: Option<CellSize>,
+}
+
+/// `topology.cellSize`: the documented number, or the original FleetForge's box.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(untagged)]
+pub enum CellSize {
+    /// The smallest extent a split may leave a cell along any axis, in world units.
+    Extent(f64),
+    /// Deprecated: the original's bounds object, read for the extent of each axis.
+    Box(CellSizeBox),
+}
+
+/// The original FleetForge's `cellSize`: a box whose extents are the preferred
+/// size of a cell along each axis. Every field is optional here so that any
+/// stored object parses; the schema and [`crate::to_world`] say which are required.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CellSizeBox {
+    /// Lower edge along x; at most 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x_min: Option<f64>,
+    /// Upper edge along x; above 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x_max: Option<f64>,
+    /// Lower edge along y; at most 0, given with `y_max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y_min: Option<f64>,
+    /// Upper edge along y; above 0, given with `y_min`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y_max: Option<f64>,
+    /// Lower edge along z; at most 0, given with `z_max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub z_min: Option<f64>,
+    /// Upper edge along z; above 0, given with `z_min`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub z_max: Option<f64>,
+}
+
+/// Schema of `topology.cellSize`: a number or the original's box under one name.
+///
+/// A structural schema gives a field one type, so the field has none and keeps
+/// its content (`x-kubernetes-preserve-unknown-fields`). CEL cannot see an
+/// untyped field, so the two forms are told apart by OpenAPI value validations
+/// alone, which apply to the kinds of value they are about and pass any other:
+/// `not: {maximum: 0}` holds for a number above 0 and nothing else, and
+/// `not: {minProperties: 1, maxProperties: 0}` for any object and nothing else.
+/// Relations between two fields cannot be stated this way, so instead of
+/// `min < max` each box edge is bounded on its own (min at most 0, max above 0),
+/// which implies it; the pair rules are `required` sets.
+fn cell_size_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let edge = |max: bool, axis: &str| {
+        if max {
+            schemars::json_schema!({
+                "type": "number",
+                "minimum": 0,
+                "exclusiveMinimum": true,
+                "description": format!("Deprecated box form: upper edge along {axis}, in world units; above 0."),
+            })
+        } else {
+            schemars::json_schema!({
+                "type": "number",
+                "maximum": 0,
+                "description": format!("Deprecated box form: lower edge along {axis}, in world units; at most 0."),
+            })
+        }
+    };
+    let pair = |min: &str, max: &str| {
+        schemars::json_schema!({
+            "anyOf": [
+                {"required": [min, max]},
+                {"not": {"anyOf": [{"required": [min]}, {"required": [max]}]}},
+            ]
+        })
+    };
+    schemars::json_schema!({
+        "x-kubernetes-preserve-unknown-fields": true,
+        "properties": {
+            "xMin": edge(false, "x"),
+            "xMax": edge(true, "x"),
+            "yMin": edge(false, "y"),
+            "yMax": edge(true, "y"),
+            "zMin": edge(false, "z"),
+            "zMax": edge(true, "z"),
+        },
+        "anyOf": [
+            {"not": {"maximum": 0}},
+            {
+                "required": ["xMin", "xMax"],
+                "not": {"minProperties": 1, "maxProperties": 0},
+                "allOf": [pair("yMin", "yMax"), pair("zMin", "zMax")],
+            },
+        ],
+    })
 }
 
 /// An axis-aligned box in world units. Each axis is given as a min/max pair with
@@ -157,8 +267,121 @@ pub struct WorldBoundaries {
     pub z_max: Option<f64>,
 }
 
+/// The effective limit of one resource in CEL, as a string: the current name,
+/// else the deprecated one, else the default.
+macro_rules! cel_limit {
+    ($new:literal, $old:literal, $default:literal) => {
+        concat!(
+            "(has(self.",
+            $new,
+            ") ? string(self.",
+            $new,
+            ") : has(self.",
+            $old,
+            ") ? string(self.",
+            $old,
+            ") : '",
+            $default,
+            "')"
+        )
+    };
+}
+
+/// CEL: a field and its deprecated name, when both are given, hold the same
+/// quantity. Malformed values pass here: their own field rules report them.
+macro_rules! cel_same_quantity {
+    ($new:literal, $old:literal) => {
+        concat!(
+            "!has(self.",
+            $new,
+            ") || !has(self.",
+            $old,
+            ") || !isQuantity(string(self.",
+            $new,
+            ")) || !isQuantity(string(self.",
+            $old,
+            ")) || quantity(string(self.",
+            $new,
+            ")).compareTo(quantity(string(self.",
+            $old,
+            "))) == 0"
+        )
+    };
+}
+
+/// CEL: the request read from `$req` (when `$guard` lets the rule look at it)
+/// does not exceed the effective limit. Malformed or out-of-range values pass
+/// here: their own field rules report them.
+macro_rules! cel_request_within_limit {
+    ($guard:literal, $req:literal, $limit:expr) => {
+        concat!(
+            $guard,
+            "!isQuantity(string(self.",
+            $req,
+            ")) || !isQuantity(",
+            $limit,
+            ") || !quantity(",
+            $limit,
+            ").isGreaterThan(quantity('0')) || !quantity(string(self.",
+            $req,
+            ")).isGreaterThan(quantity(",
+            $limit,
+            "))"
+        )
+    };
+}
+
+/// CEL on a limit field: a quantity above zero.
+const LIMIT_RULE: &str = "isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))";
+/// CEL on a request field: a quantity of zero or more.
+const REQUEST_RULE: &str = "isQuantity(string(self)) && !quantity(string(self)).isLessThan(quantity('0'))";
+
 /// Players and compute resources of one cell.
+///
+/// Each resource has a current name and, deprecated, the original FleetForge's
+/// `*PerCell` name; [`Capacity::resources`] says which value a cell gets. The
+/// resource fields have no schema default: the API server would otherwise fill
+/// in `cpuLimit` next to a stored `cpuLimitPerCell` (defaults are applied on
+/// every read) and the two would disagree. Their defaults are applied by
+/// [`Capacity::resources`] instead, with the same values the schema gave before,
+/// so a world stored with the defaults filled in reads the same.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new(cel_same_quantity!("cpuLimit", "cpuLimitPerCell"))
+        .message("spec.capacity.cpuLimitPerCell and spec.capacity.cpuLimit are both given and differ: cpuLimitPerCell is the deprecated name of cpuLimit, give one of them")
+        .field_path(".cpuLimitPerCell"),
+    validation = Rule::new(cel_same_quantity!("cpuRequest", "cpuRequestPerCell"))
+        .message("spec.capacity.cpuRequestPerCell and spec.capacity.cpuRequest are both given and differ: cpuRequestPerCell is the deprecated name of cpuRequest, give one of them")
+        .field_path(".cpuRequestPerCell"),
+    validation = Rule::new(cel_same_quantity!("memoryLimit", "memoryLimitPerCell"))
+        .message("spec.capacity.memoryLimitPerCell and spec.capacity.memoryLimit are both given and differ: memoryLimitPerCell is the deprecated name of memoryLimit, give one of them")
+        .field_path(".memoryLimitPerCell"),
+    validation = Rule::new(cel_same_quantity!("memoryRequest", "memoryRequestPerCell"))
+        .message("spec.capacity.memoryRequestPerCell and spec.capacity.memoryRequest are both given and differ: memoryRequestPerCell is the deprecated name of memoryRequest, give one of them")
+        .field_path(".memoryRequestPerCell"),
+    validation = Rule::new(cel_request_within_limit!(
+        "!has(self.cpuRequest) || ", "cpuRequest", cel_limit!("cpuLimit", "cpuLimitPerCell", "1")
+    ))
+    .message("spec.capacity.cpuRequest must not exceed the CPU limit (spec.capacity.cpuLimit, or its deprecated name cpuLimitPerCell; default 1)")
+    .field_path(".cpuRequest"),
+    validation = Rule::new(cel_request_within_limit!(
+        "has(self.cpuRequest) || !has(self.cpuRequestPerCell) || ", "cpuRequestPerCell",
+        cel_limit!("cpuLimit", "cpuLimitPerCell", "1")
+    ))
+    .message("spec.capacity.cpuRequestPerCell must not exceed the CPU limit (spec.capacity.cpuLimit, or its deprecated name cpuLimitPerCell; default 1)")
+    .field_path(".cpuRequestPerCell"),
+    validation = Rule::new(cel_request_within_limit!(
+        "!has(self.memoryRequest) || ", "memoryRequest", cel_limit!("memoryLimit", "memoryLimitPerCell", "1Gi")
+    ))
+    .message("spec.capacity.memoryRequest must not exceed the memory limit (spec.capacity.memoryLimit, or its deprecated name memoryLimitPerCell; default 1Gi)")
+    .field_path(".memoryRequest"),
+    validation = Rule::new(cel_request_within_limit!(
+        "has(self.memoryRequest) || !has(self.memoryRequestPerCell) || ", "memoryRequestPerCell",
+        cel_limit!("memoryLimit", "memoryLimitPerCell", "1Gi")
+    ))
+    .message("spec.capacity.memoryRequestPerCell must not exceed the memory limit (spec.capacity.memoryLimit, or its deprecated name memoryLimitPerCell; default 1Gi)")
+    .field_path(".memoryRequestPerCell"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct Capacity {
     /// Players one cell is sized for; a cell's occupancy is its players divided by
@@ -167,41 +390,159 @@ pub struct Capacity {
     #[serde(default = "defaults::max_players_per_cell")]
     pub max_players_per_cell: u32,
     /// CPU limit of a cell's game-server container, as a Kubernetes quantity
-    /// (for example `1` or `1500m`). Default `1`.
-    #[serde(default = "defaults::cpu_limit")]
+    /// (for example `1` or `1500m`); greater than zero. Default `1`.
+    #[x_kube(validation = Rule::new(LIMIT_RULE)
+        .message("spec.capacity.cpuLimit must be a Kubernetes quantity greater than zero, such as 500m or 2"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "quantity_schema")]
-    pub cpu_limit: Quantity,
+    pub cpu_limit: Option<Quantity>,
     /// Memory limit of a cell's game-server container, as a Kubernetes quantity
-    /// (for example `1Gi`). Default `1Gi`.
-    #[serde(default = "defaults::memory_limit")]
+    /// (for example `1Gi`); greater than zero. Default `1Gi`.
+    #[x_kube(validation = Rule::new(LIMIT_RULE)
+        .message("spec.capacity.memoryLimit must be a Kubernetes quantity greater than zero, such as 512Mi or 2Gi"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "quantity_schema")]
-    pub memory_limit: Quantity,
+    pub memory_limit: Option<Quantity>,
     /// CPU request of a cell's game-server container, as a Kubernetes quantity; at
-    /// most `cpuLimit`. Default `500m`.
-    #[serde(default = "defaults::cpu_request")]
+    /// most the CPU limit. Default: the CPU limit when one is given (as for any
+    /// Kubernetes container), else `500m`.
+    #[x_kube(validation = Rule::new(REQUEST_RULE)
+        .message("spec.capacity.cpuRequest must be a Kubernetes quantity of zero or more, such as 250m"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "quantity_schema")]
-    pub cpu_request: Quantity,
+    pub cpu_request: Option<Quantity>,
     /// Memory request of a cell's game-server container, as a Kubernetes quantity;
-    /// at most `memoryLimit`. Default `512Mi`.
-    #[serde(default = "defaults::memory_request")]
+    /// at most the memory limit. Default: the memory limit when one is given (as
+    /// for any Kubernetes container), else `512Mi`.
+    #[x_kube(validation = Rule::new(REQUEST_RULE)
+        .message("spec.capacity.memoryRequest must be a Kubernetes quantity of zero or more, such as 256Mi"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "quantity_schema")]
-    pub memory_request: Quantity,
+    pub memory_request: Option<Quantity>,
+    /// Deprecated: use `cpuLimit`. The original FleetForge's name for the CPU
+    /// limit, still accepted; when both are given they must be equal.
+    #[x_kube(validation = Rule::new(LIMIT_RULE)
+        .message("spec.capacity.cpuLimitPerCell must be a Kubernetes quantity greater than zero, such as 500m or 2"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantity_schema")]
+    pub cpu_limit_per_cell: Option<Quantity>,
+    /// Deprecated: use `memoryLimit`. The original FleetForge's name for the
+    /// memory limit, still accepted; when both are given they must be equal.
+    #[x_kube(validation = Rule::new(LIMIT_RULE)
+        .message("spec.capacity.memoryLimitPerCell must be a Kubernetes quantity greater than zero, such as 512Mi or 2Gi"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantity_schema")]
+    pub memory_limit_per_cell: Option<Quantity>,
+    /// Deprecated: use `cpuRequest`. The original FleetForge's name for the CPU
+    /// request, still accepted; when both are given they must be equal.
+    #[x_kube(validation = Rule::new(REQUEST_RULE)
+        .message("spec.capacity.cpuRequestPerCell must be a Kubernetes quantity of zero or more, such as 250m"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantity_schema")]
+    pub cpu_request_per_cell: Option<Quantity>,
+    /// Deprecated: use `memoryRequest`. The original FleetForge's name for the
+    /// memory request, still accepted; when both are given they must be equal.
+    #[x_kube(validation = Rule::new(REQUEST_RULE)
+        .message("spec.capacity.memoryRequestPerCell must be a Kubernetes quantity of zero or more, such as 256Mi"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantity_schema")]
+    pub memory_request_per_cell: Option<Quantity>,
 }
 
 impl Default for Capacity {
     fn default() -> Self {
         Self {
             max_players_per_cell: defaults::max_players_per_cell(),
-            cpu_limit: defaults::cpu_limit(),
-            memory_limit: defaults::memory_limit(),
-            cpu_request: defaults::cpu_request(),
-            memory_request: defaults::memory_request(),
+            cpu_limit: None,
+            memory_limit: None,
+            cpu_request: None,
+            memory_request: None,
+            cpu_limit_per_cell: None,
+            memory_limit_per_cell: None,
+            cpu_request_per_cell: None,
+            memory_request_per_cell: None,
+        }
+    }
+}
+
+/// Where the value of one resource of a cell comes from, after names and
+/// defaults are resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolved {
+    /// The quantity the cell's container gets.
+    pub quantity: Quantity,
+    /// The spec field it was read from (such as `cpuLimitPerCell`), or `None`
+    /// when it is a default.
+    pub field: Option<&'static str>,
+}
+
+/// The resources of a cell's game-server container, resolved from a [`Capacity`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct CellResources {
+    /// CPU request.
+    pub cpu_request: Resolved,
+    /// CPU limit.
+    pub cpu_limit: Resolved,
+    /// Memory request.
+    pub memory_request: Resolved,
+    /// Memory limit.
+    pub memory_limit: Resolved,
+}
+
+impl Capacity {
+    /// The requests and limits a cell's container gets. Each value is read from
+    /// its current name, else its deprecated `*PerCell` name. A missing limit is
+    /// the default (`1` CPU, `1Gi`); a missing request is the limit when a limit
+    /// is given, as Kubernetes defaults a container's request, else the default
+    /// (`500m`, `512Mi`). Whether the values are valid and consistent is
+    /// [`crate::to_world`]'s to say.
+    pub fn resources(&self) -> CellResources {
+        fn pick(
+            new: (&'static str, &Option<Quantity>),
+            old: (&'static str, &Option<Quantity>),
+        ) -> Option<Resolved> {
+            [new, old].into_iter().find_map(|(field, q)| {
+                q.as_ref().map(|q| Resolved {
+                    quantity: q.clone(),
+                    field: Some(field),
+                })
+            })
+        }
+        let default = |quantity: Quantity| Resolved {
+            quantity,
+            field: None,
+        };
+        let cpu_limit = pick(
+            ("cpuLimit", &self.cpu_limit),
+            ("cpuLimitPerCell", &self.cpu_limit_per_cell),
+        );
+        let memory_limit = pick(
+            ("memoryLimit", &self.memory_limit),
+            ("memoryLimitPerCell", &self.memory_limit_per_cell),
+        );
+        let cpu_request = pick(
+            ("cpuRequest", &self.cpu_request),
+            ("cpuRequestPerCell", &self.cpu_request_per_cell),
+        )
+        .or_else(|| cpu_limit.clone())
+        .unwrap_or_else(|| default(defaults::cpu_request()));
+        let memory_request = pick(
+            ("memoryRequest", &self.memory_request),
+            ("memoryRequestPerCell", &self.memory_request_per_cell),
+        )
+        .or_else(|| memory_limit.clone())
+        .unwrap_or_else(|| default(defaults::memory_request()));
+        CellResources {
+            cpu_request,
+            cpu_limit: cpu_limit.unwrap_or_else(|| default(defaults::cpu_limit())),
+            memory_request,
+            memory_limit: memory_limit.unwrap_or_else(|| default(defaults::memory_limit())),
         }
     }
 }
 
 /// Schema of a quantity field: int or string in the quantity format, and never
-/// null (a null would skip the default and leave the object unreadable).
+/// null (the API server drops a null instead of storing it).
 fn quantity_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "pattern": QUANTITY_PATTERN,
@@ -334,17 +675,17 @@ pub struct Persistence {
     /// Whether cells checkpoint their state. Default false.
     #[serde(default)]
     pub enabled: bool,
-    /// Time between checkpoints of one cell, as a duration such as `30s`, `5m` or
-    /// `1h30m`; greater than zero. Default `5m`.
+    /// Time between checkpoints of one cell, as a duration such as `30s`, `5m`,
+    /// `1h30m` or `1d`; greater than zero. Default `5m`.
     #[x_kube(validation = Rule::new(DURATION_RULE)
-        .message("spec.persistence.checkpointInterval must be a duration greater than zero, such as 5m"))]
+        .message("spec.persistence.checkpointInterval must be a duration greater than zero, such as 5m or 1d"))]
     #[schemars(length(max = 32))]
     #[serde(default = "defaults::checkpoint_interval")]
     pub checkpoint_interval: String,
-    /// How long checkpoints are kept, as a duration such as `24h` or `168h`;
-    /// greater than zero. Default `168h` (7 days).
+    /// How long checkpoints are kept, as a duration such as `24h`, `168h` or
+    /// `7d`; greater than zero. Default `168h` (7 days).
     #[x_kube(validation = Rule::new(DURATION_RULE)
-        .message("spec.persistence.retentionPeriod must be a duration greater than zero, such as 168h"))]
+        .message("spec.persistence.retentionPeriod must be a duration greater than zero, such as 168h or 7d"))]
     #[schemars(length(max = 32))]
     #[serde(default = "defaults::retention_period")]
     pub retention_period: String,
@@ -365,12 +706,13 @@ impl Default for Persistence {
     }
 }
 
-/// A positive duration in the API server's format (`90s`, `1h30m`). The
-/// pattern comes first so a malformed value fails the rule, with its message,
-/// instead of failing `duration()` with a parser error; the length bound on the
-/// field keeps the rule's estimated cost low.
-const DURATION_RULE: &str =
-    r"self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s')";
+/// A positive duration in the API server's format (`90s`, `1h30m`), or a whole
+/// number of days from 1 to 99999 (`7d`), which the original FleetForge wrote
+/// for retention periods and CEL's `duration()` does not read. The pattern
+/// comes first so a malformed value fails the rule, with its message, instead
+/// of failing `duration()` with a parser error; the length bound on the field
+/// keeps the rule's estimated cost low.
+const DURATION_RULE: &str = r"self.matches('^0*[1-9][0-9]{0,4}d$') || (self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s'))";
 
 /// Default values, one function per field because serde and the schema take
 /// field defaults as paths (the derived schema needs them per field).

@@ -47,7 +47,11 @@ pub struct WorldSpecStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_players: Option<u64>,
     /// Up to 100 cells, ordered by cell id; see `cellSummaryTruncated`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "readable_cells"
+    )]
     #[schemars(length(max = 100))]
     pub cells: Vec<CellSummary>,
     /// True when the world has more cells than `cells` lists.
@@ -60,6 +64,21 @@ pub struct WorldSpecStatus {
     /// When the world last started a split or merge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
+}
+
+/// The entries of `cells` that parse, leaving out the others. A status written
+/// by the original FleetForge, whose cell entries say `boundaries` (pruned on
+/// read, so they come without `bounds`), must not make the whole world
+/// unreadable: the list is a summary the operator rewrites anyway.
+fn readable_cells<'de, D>(de: D) -> Result<Vec<CellSummary>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let entries = Vec::<serde_json::Value>::deserialize(de)?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|e| serde_json::from_value(e).ok())
+        .collect())
 }
 
 /// One cell at a glance.
@@ -235,6 +254,21 @@ mod tests {
             serde_json::from_str(r#"{"phase":"Hibernating","somethingNew":1,"activeCells":3}"#).unwrap();
         assert_eq!(s.phase.as_deref(), Some("Hibernating"));
         assert_eq!(s.active_cells, Some(3));
+    }
+
+    #[test]
+    fn a_status_of_the_original_fleetforge_parses() {
+        // Its cell entries as the API server returns them under this CRD: their
+        // `boundaries`, `podName` and `health` pruned, `id` kept.
+        let s: WorldSpecStatus = serde_json::from_str(
+            r#"{"phase":"Running","activeCells":2,"totalPlayers":0,
+                "cells":[{"id":"worldspec-sample-cell-0"},{"id":"c1","bounds":{"x":{"min":0,"max":1}}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(s.active_cells, Some(2));
+        assert_eq!(s.cells.len(), 1, "the unreadable entry is left out");
+        assert_eq!(s.cells[0].id, "c1");
     }
 
     #[test]

@@ -82,7 +82,9 @@ fn every_violation_is_reported_with_its_path() {
         "{text}"
     );
     assert!(
-        text.contains("spec.capacity.memoryRequest: must not exceed spec.capacity.memoryLimit"),
+        text.contains(
+            "spec.capacity.memoryRequest: must not exceed the memory limit (spec.capacity.memoryLimit"
+        ),
         "{text}"
     );
 }
@@ -125,10 +127,228 @@ fn revision_follows_image_and_resource_values_only() {
     assert_eq!(r0, rev(&[]));
     assert_ne!(r0, rev(&[("spec.gameServerImage", json!("game/server:1.1"))]));
     assert_ne!(r0, rev(&[("spec.capacity.memoryLimit", json!("2Gi"))]));
-    // Same values spelled differently, and fields a cell is not started with.
-    assert_eq!(r0, rev(&[("spec.capacity.cpuLimit", json!("1000m"))]));
+    // Same values spelled differently, under deprecated names, and fields a
+    // cell is not started with.
     assert_eq!(r0, rev(&[("spec.capacity.memoryRequest", json!("0.5Gi"))]));
+    assert_eq!(r0, rev(&[("spec.capacity.cpuRequestPerCell", json!("0.5"))]));
     assert_eq!(r0, rev(&[("spec.scaling.maxCells", json!(50))]));
+    // A world stored before the resource fields lost their schema defaults has
+    // them filled in; it must read as the same world, not roll out new cells.
+    let stored_defaults = [
+        ("spec.capacity.cpuLimit", json!("1")),
+        ("spec.capacity.memoryLimit", json!("1Gi")),
+        ("spec.capacity.cpuRequest", json!("500m")),
+        ("spec.capacity.memoryRequest", json!("512Mi")),
+    ];
+    assert_eq!(r0, rev(&stored_defaults));
+    // A limit alone now brings its request along (here 1, no longer 500m).
+    assert_ne!(r0, rev(&[("spec.capacity.cpuLimit", json!("1000m"))]));
+    assert_eq!(
+        rev(&[("spec.capacity.cpuLimit", json!("1000m"))]),
+        rev(&[
+            ("spec.capacity.cpuLimitPerCell", json!(1)),
+            ("spec.capacity.cpuRequest", json!("1"))
+        ])
+    );
+}
+
+/// The resources a cell gets, as `(cpu request, cpu limit, memory request,
+/// memory limit)` strings, after names and defaults are resolved.
+fn resources(obj: &Value) -> (String, String, String, String) {
+    let ws: WorldSpec = serde_json::from_value(obj.clone()).unwrap();
+    let r = ws.spec.capacity.resources();
+    (
+        r.cpu_request.quantity.0,
+        r.cpu_limit.quantity.0,
+        r.memory_request.quantity.0,
+        r.memory_limit.quantity.0,
+    )
+}
+
+#[test]
+fn a_missing_request_is_the_limit_when_a_limit_is_given() {
+    let q = |a: &str, b: &str, c: &str, d: &str| (a.to_owned(), b.to_owned(), c.to_owned(), d.to_owned());
+    assert_eq!(resources(&base()), q("500m", "1", "512Mi", "1Gi"));
+    // The world of issue 21: only limits, below the default requests. Admitted,
+    // so it must convert (it used to be marked InvalidSpec by the operator).
+    let mut obj = base();
+    set(&mut obj, "spec.capacity.cpuLimit", json!("250m"));
+    set(&mut obj, "spec.capacity.memoryLimit", json!("256Mi"));
+    assert_eq!(admission_errors(&obj), Vec::<String>::new());
+    convert(&obj).unwrap();
+    assert_eq!(resources(&obj), q("250m", "250m", "256Mi", "256Mi"));
+    // The same under the original's names.
+    let mut old = base();
+    set(&mut old, "spec.capacity.cpuLimitPerCell", json!("250m"));
+    set(&mut old, "spec.capacity.memoryLimitPerCell", json!("256Mi"));
+    assert_eq!(admission_errors(&old), Vec::<String>::new());
+    assert_eq!(convert(&old).unwrap().revision, convert(&obj).unwrap().revision);
+    assert_eq!(resources(&old), q("250m", "250m", "256Mi", "256Mi"));
+    // A request alone is checked against the default limit.
+    let mut req = base();
+    set(&mut req, "spec.capacity.cpuRequest", json!("2"));
+    let err = convert(&req).unwrap_err();
+    assert_eq!(err.paths().collect::<Vec<_>>(), ["spec.capacity.cpuRequest"]);
+    assert!(!admission_errors(&req).is_empty());
+}
+
+#[test]
+fn both_spellings_must_agree_and_the_rejection_names_both() {
+    for (new, old) in [
+        ("cpuLimit", "cpuLimitPerCell"),
+        ("cpuRequest", "cpuRequestPerCell"),
+        ("memoryLimit", "memoryLimitPerCell"),
+        ("memoryRequest", "memoryRequestPerCell"),
+    ] {
+        let cpu = new.starts_with("cpu");
+        let (a, same, other) = if cpu {
+            ("500m", json!("0.5"), json!("250m"))
+        } else {
+            ("512Mi", json!("0.5Gi"), json!("256Mi"))
+        };
+        let mut obj = base();
+        set(&mut obj, &format!("spec.capacity.{new}"), json!(a));
+        set(&mut obj, &format!("spec.capacity.{old}"), same);
+        assert_eq!(admission_errors(&obj), Vec::<String>::new(), "{new}");
+        convert(&obj).unwrap_or_else(|e| panic!("{new}: {e}"));
+
+        set(&mut obj, &format!("spec.capacity.{old}"), other);
+        let admission = admission_errors(&obj);
+        assert!(
+            admission
+                .iter()
+                .any(|m| m.contains(&format!("spec.capacity.{old}"))
+                    && m.contains(&format!("spec.capacity.{new}"))),
+            "{new}: {admission:?}"
+        );
+        let err = convert(&obj).unwrap_err();
+        assert_eq!(
+            err.paths().collect::<Vec<_>>(),
+            [format!("spec.capacity.{old}")],
+            "{err}"
+        );
+        assert!(err.to_string().contains(&format!("spec.capacity.{new}")), "{err}");
+    }
+}
+
+fn original(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/original")
+        .join(name);
+    serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+#[test]
+fn worlds_written_for_the_original_fleetforge_mean_the_same() {
+    let sample = original("worldspec.yaml");
+    assert_eq!(admission_errors(&sample), Vec::<String>::new());
+    let w = convert(&sample).unwrap();
+    assert_eq!((w.initial_cells, w.bounds.dims()), (2, 2));
+    // Its 500 x 500 "preferred cell size" box is a floor of 500 on every axis,
+    // and its 50 cells per cluster cap the 100 of scaling.maxCells.
+    assert_eq!(w.min_cell_extent, Some(500.0));
+    assert_eq!((w.policy.min_cells, w.policy.max_cells), (1, 50));
+    assert_eq!(
+        resources(&sample),
+        ("500m".into(), "1000m".into(), "1Gi".into(), "2Gi".into())
+    );
+    // Written with today's names, it is the same world, cell for cell.
+    let mut current = sample.clone();
+    set(
+        &mut current,
+        "spec.capacity",
+        json!({"maxPlayersPerCell": 100, "cpuLimit": "1", "memoryLimit": "2Gi", "cpuRequest": "500m", "memoryRequest": "1Gi"}),
+    );
+    set(&mut current, "spec.topology.cellSize", json!(500));
+    assert_eq!(convert(&current).unwrap(), w);
+
+    // The large one asks for placement across clusters, which does not exist:
+    // refused at admission and by the conversion, naming that field only.
+    let large = original("worldspec_large.yaml");
+    let admission = admission_errors(&large);
+    assert_eq!(admission.len(), 1, "{admission:?}");
+    assert!(
+        admission[0].starts_with("spec.multiClusterEnabled must be false"),
+        "{admission:?}"
+    );
+    let err = convert(&large).unwrap_err();
+    assert_eq!(err.paths().collect::<Vec<_>>(), ["spec.multiClusterEnabled"]);
+    // Its owner's fix: the rest of it is a 3-D world of 10 cells.
+    let mut one_cluster = large.clone();
+    set(&mut one_cluster, "spec.multiClusterEnabled", json!(false));
+    assert_eq!(admission_errors(&one_cluster), Vec::<String>::new());
+    let w = convert(&one_cluster).unwrap();
+    assert_eq!((w.initial_cells, w.bounds.dims()), (10, 3));
+    assert_eq!(
+        w.min_cell_extent,
+        Some(500.0),
+        "the smallest extent of 1000 x 1000 x 500"
+    );
+    assert_eq!((w.policy.min_cells, w.policy.max_cells), (5, 200));
+    assert_eq!(
+        resources(&one_cluster),
+        ("2000m".into(), "4000m".into(), "4Gi".into(), "8Gi".into())
+    );
+}
+
+#[test]
+fn the_box_form_of_cell_size_is_checked_like_the_schema_checks_it() {
+    let with_box = |b: Value| {
+        let mut obj = base();
+        set(&mut obj, "spec.topology.cellSize", b);
+        obj
+    };
+    for (b, ok, path) in [
+        (json!({"xMin": 0, "xMax": 40}), true, ""),
+        (json!({"xMin": -10, "xMax": 40, "yMin": 0, "yMax": 20}), true, ""),
+        (json!({"xMin": 0, "xMax": 40, "zMin": 0, "zMax": 20}), true, ""),
+        (
+            json!({"xMin": 10, "xMax": 40}),
+            false,
+            "spec.topology.cellSize.xMin",
+        ),
+        (
+            json!({"xMin": 0, "xMax": 0}),
+            false,
+            "spec.topology.cellSize.xMax",
+        ),
+        (json!({"xMin": 0}), false, "spec.topology.cellSize.xMax"),
+        (
+            json!({"xMin": 0, "xMax": 40, "yMin": 0}),
+            false,
+            "spec.topology.cellSize.yMax",
+        ),
+        (
+            json!({"xMin": 0, "xMax": 40, "zMax": 5}),
+            false,
+            "spec.topology.cellSize.zMin",
+        ),
+        (json!({}), false, "spec.topology.cellSize.xMin"),
+    ] {
+        let obj = with_box(b.clone());
+        assert_eq!(
+            admission_errors(&obj).is_empty(),
+            ok,
+            "{b}: {:?}",
+            admission_errors(&obj)
+        );
+        match convert(&obj) {
+            Ok(w) => {
+                assert!(ok, "{b} converted");
+                assert!(w.min_cell_extent.is_some_and(|e| e > 0.0), "{b}");
+            }
+            Err(e) => {
+                assert!(!ok, "{b}: {e}");
+                assert!(e.paths().any(|p| p == path), "{b}: {e}");
+            }
+        }
+    }
+    let floor = |b: Value| convert(&with_box(b)).unwrap().min_cell_extent;
+    assert_eq!(floor(json!({"xMin": -10, "xMax": 40})), Some(50.0));
+    assert_eq!(
+        floor(json!({"xMin": 0, "xMax": 40, "yMin": -5, "yMax": 20})),
+        Some(25.0)
+    );
 }
 
 #[test]
@@ -157,12 +377,16 @@ fn override_annotations_become_overrides() {
 }
 
 #[test]
-fn per_cluster_limit_caps_max_cells_in_one_cluster_only() {
+fn per_cluster_limit_caps_max_cells_and_multi_cluster_is_refused() {
     let mut obj = base();
     set(&mut obj, "spec.topology.maxCellsPerCluster", json!(40));
     assert_eq!(convert(&obj).unwrap().policy.max_cells, 40);
+    // Placement across clusters does not exist: asking for it is an error, not
+    // a flag that is accepted and then ignored.
     set(&mut obj, "spec.multiClusterEnabled", json!(true));
-    assert_eq!(convert(&obj).unwrap().policy.max_cells, 100);
+    let err = convert(&obj).unwrap_err();
+    assert_eq!(err.paths().collect::<Vec<_>>(), ["spec.multiClusterEnabled"]);
+    assert!(err.to_string().contains("not supported yet"), "{err}");
 }
 
 #[test]

@@ -37,8 +37,10 @@ fn rules() -> Vec<Value> {
 #[test]
 fn every_cel_rule_compiles() {
     let rules = rules();
-    // Six boundary rules, one scaling rule, three spec rules, two persistence rules.
-    assert_eq!(rules.len(), 12, "a rule was added or lost");
+    // Six boundary rules, one scaling rule, three spec rules, two persistence
+    // rules, one on multiClusterEnabled, eight on the capacity (both spellings
+    // agree, requests within limits) and one on each of its eight quantities.
+    assert_eq!(rules.len(), 29, "a rule was added or lost");
     for r in rules {
         let rule = r["rule"].as_str().unwrap();
         if let Err(e) = kube::core::cel::cel::Program::compile(rule) {
@@ -183,21 +185,26 @@ fn cases() -> Vec<Case> {
             "spec.topology.maxCellsPerCluster must be at least spec.topology.initialCells",
             "spec.topology.maxCellsPerCluster",
         ),
-        ok(
-            "maxCellsPerCluster below initialCells across clusters",
-            vec![
-                ("spec.topology.maxCellsPerCluster", v(json!(3))),
-                ("spec.multiClusterEnabled", v(json!(true))),
-            ],
-        ),
         case(
             "maxCellsPerCluster of 0",
-            vec![
-                ("spec.topology.maxCellsPerCluster", v(json!(0))),
-                ("spec.multiClusterEnabled", v(json!(true))),
-            ],
+            vec![("spec.topology.maxCellsPerCluster", v(json!(0)))],
             ".spec.topology.maxCellsPerCluster: below",
             "spec.topology.maxCellsPerCluster",
+        ),
+        ok(
+            "maxCellsPerCluster equal to initialCells",
+            vec![("spec.topology.maxCellsPerCluster", v(json!(4)))],
+        ),
+        // --- CEL: placement across clusters does not exist
+        case(
+            "multi-cluster",
+            vec![("spec.multiClusterEnabled", v(json!(true)))],
+            "spec.multiClusterEnabled must be false: placing a world's cells across clusters is not supported yet",
+            "spec.multiClusterEnabled",
+        ),
+        ok(
+            "single cluster said so",
+            vec![("spec.multiClusterEnabled", v(json!(false)))],
         ),
         // --- schema: counts
         case(
@@ -281,11 +288,139 @@ fn cases() -> Vec<Case> {
                 ("spec.scaling.cooldownSeconds", v(json!(0))),
             ],
         ),
+        // --- schema: cellSize, a number or the original's box
         case(
             "zero cell size",
             vec![("spec.topology.cellSize", v(json!(0.0)))],
-            ".spec.topology.cellSize: below",
+            ".spec.topology.cellSize: must validate at least one schema (anyOf)",
             "spec.topology.cellSize",
+        ),
+        case(
+            "negative cell size",
+            vec![("spec.topology.cellSize", v(json!(-2)))],
+            ".spec.topology.cellSize: must validate at least one schema (anyOf)",
+            "spec.topology.cellSize",
+        ),
+        ok(
+            "integer cell size",
+            vec![("spec.topology.cellSize", v(json!(25)))],
+        ),
+        ok(
+            "the original's cell size box",
+            vec![(
+                "spec.topology.cellSize",
+                v(json!({"xMin": 0.0, "xMax": 50.0, "yMin": 0.0, "yMax": 50.0})),
+            )],
+        ),
+        case(
+            "a cell size box off the origin",
+            vec![("spec.topology.cellSize", v(json!({"xMin": 10.0, "xMax": 50.0})))],
+            ".spec.topology.cellSize.xMin: above the maximum 0",
+            "spec.topology.cellSize.xMin",
+        ),
+        case(
+            "a cell size box without xMax",
+            vec![("spec.topology.cellSize", v(json!({"xMin": 0.0})))],
+            ".spec.topology.cellSize: must validate at least one schema (anyOf)",
+            "spec.topology.cellSize.xMax",
+        ),
+        case(
+            "a cell size box with yMin alone",
+            vec![(
+                "spec.topology.cellSize",
+                v(json!({"xMin": 0.0, "xMax": 5.0, "yMin": 0.0})),
+            )],
+            ".spec.topology.cellSize: must validate at least one schema (anyOf)",
+            "spec.topology.cellSize.yMax",
+        ),
+        // --- capacity: deprecated names, agreement, requests within limits
+        ok(
+            "the original's resource names",
+            vec![
+                ("spec.capacity.cpuLimitPerCell", v(json!("1000m"))),
+                ("spec.capacity.memoryLimitPerCell", v(json!("2Gi"))),
+                ("spec.capacity.cpuRequestPerCell", v(json!("500m"))),
+                ("spec.capacity.memoryRequestPerCell", v(json!("1Gi"))),
+            ],
+        ),
+        ok(
+            "both spellings, the same value spelled twice",
+            vec![
+                ("spec.capacity.cpuLimit", v(json!("1"))),
+                ("spec.capacity.cpuLimitPerCell", v(json!("1000m"))),
+            ],
+        ),
+        case(
+            "both spellings, different values",
+            vec![
+                ("spec.capacity.cpuLimit", v(json!("1"))),
+                ("spec.capacity.cpuLimitPerCell", v(json!("2"))),
+            ],
+            "spec.capacity.cpuLimitPerCell and spec.capacity.cpuLimit are both given and differ",
+            "spec.capacity.cpuLimitPerCell",
+        ),
+        case(
+            "both request spellings, different values",
+            vec![
+                ("spec.capacity.memoryRequest", v(json!("128Mi"))),
+                ("spec.capacity.memoryRequestPerCell", v(json!("256Mi"))),
+            ],
+            "spec.capacity.memoryRequestPerCell and spec.capacity.memoryRequest are both given and differ",
+            "spec.capacity.memoryRequestPerCell",
+        ),
+        ok(
+            "a limit alone, below the default request",
+            vec![("spec.capacity.cpuLimit", v(json!("250m")))],
+        ),
+        ok(
+            "an old-name limit alone, below the default request",
+            vec![("spec.capacity.memoryLimitPerCell", v(json!("256Mi")))],
+        ),
+        case(
+            "a request above its limit",
+            vec![
+                ("spec.capacity.cpuLimit", v(json!("250m"))),
+                ("spec.capacity.cpuRequest", v(json!("500m"))),
+            ],
+            "spec.capacity.cpuRequest must not exceed the CPU limit",
+            "spec.capacity.cpuRequest",
+        ),
+        case(
+            "an old-name request above an old-name limit",
+            vec![
+                ("spec.capacity.memoryLimitPerCell", v(json!("1Gi"))),
+                ("spec.capacity.memoryRequestPerCell", v(json!("2Gi"))),
+            ],
+            "spec.capacity.memoryRequestPerCell must not exceed the memory limit",
+            "spec.capacity.memoryRequestPerCell",
+        ),
+        case(
+            "a request above the default limit",
+            vec![("spec.capacity.cpuRequest", v(json!(2)))],
+            "spec.capacity.cpuRequest must not exceed the CPU limit",
+            "spec.capacity.cpuRequest",
+        ),
+        case(
+            "a zero limit",
+            vec![("spec.capacity.cpuLimitPerCell", v(json!("0")))],
+            "spec.capacity.cpuLimitPerCell must be a Kubernetes quantity greater than zero",
+            "spec.capacity.cpuLimitPerCell",
+        ),
+        case(
+            "a negative request",
+            vec![("spec.capacity.cpuRequest", v(json!("-1")))],
+            "spec.capacity.cpuRequest must be a Kubernetes quantity of zero or more",
+            "spec.capacity.cpuRequest",
+        ),
+        ok(
+            "a zero request",
+            vec![("spec.capacity.memoryRequest", v(json!(0)))],
+        ),
+        case(
+            "a malformed quantity",
+            vec![("spec.capacity.memoryLimit", v(json!("1GB")))],
+            ".spec.capacity.memoryLimit: does not match the pattern",
+            "spec.capacity.memoryLimit",
         ),
         case(
             "empty image",
@@ -381,6 +516,22 @@ fn cases() -> Vec<Case> {
             "compound duration",
             vec![("spec.persistence.checkpointInterval", v(json!("1h30m")))],
         ),
+        ok(
+            "days, as the original wrote them",
+            vec![("spec.persistence.retentionPeriod", v(json!("30d")))],
+        ),
+        case(
+            "zero days",
+            vec![("spec.persistence.retentionPeriod", v(json!("0d")))],
+            "spec.persistence.retentionPeriod must be a duration",
+            "spec.persistence.retentionPeriod",
+        ),
+        case(
+            "fractional days",
+            vec![("spec.persistence.checkpointInterval", v(json!("1.5d")))],
+            "spec.persistence.checkpointInterval must be a duration",
+            "spec.persistence.checkpointInterval",
+        ),
         // --- schema: required fields
         case(
             "no image",
@@ -394,7 +545,6 @@ fn cases() -> Vec<Case> {
             ".spec.topology.initialCells: required",
             "",
         ),
-        // --- quantities: the schema pattern is not evaluated offline, conversion checks them
         ok("integer quantity", vec![("spec.capacity.cpuLimit", v(json!(2)))]),
     ]
 }
@@ -470,6 +620,9 @@ fn omitted_sections_take_their_defaults() {
     assert_eq!(w.policy.prediction, None);
     let defaults = kube::core::cel::apply_defaults(schema(), &base());
     assert_eq!(defaults["spec"]["scaling"]["cooldownSeconds"], 60);
-    assert_eq!(defaults["spec"]["capacity"]["memoryLimit"], "1Gi");
+    assert_eq!(defaults["spec"]["capacity"]["maxPlayersPerCell"], 100);
+    // The resource quantities have no schema default (the API server would put
+    // one next to a deprecated spelling): their defaults are the conversion's.
+    assert_eq!(defaults["spec"]["capacity"].get("memoryLimit"), None);
     assert!(admitted(&defaults));
 }

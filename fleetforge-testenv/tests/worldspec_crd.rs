@@ -112,6 +112,33 @@ async fn openapi_publishes_worldspec_field_docs() -> anyhow::Result<()> {
         initial.contains("1000"),
         "initialCells doc should state its range, got {initial:?}"
     );
+    // `kubectl explain worldspec.spec.capacity` prints these descriptions: the
+    // original FleetForge's names say they are deprecated and what replaces them.
+    let capacity = &spec["properties"]["capacity"]["properties"];
+    for (old, new) in [
+        ("cpuLimitPerCell", "cpuLimit"),
+        ("memoryLimitPerCell", "memoryLimit"),
+        ("cpuRequestPerCell", "cpuRequest"),
+        ("memoryRequestPerCell", "memoryRequest"),
+    ] {
+        let doc = capacity[old]["description"].as_str().unwrap_or_default();
+        ensure!(
+            doc.starts_with(&format!("Deprecated: use `{new}`.")),
+            "spec.capacity.{old} is not marked deprecated: {doc:?}"
+        );
+        let current = capacity[new]["description"].as_str().unwrap_or_default();
+        ensure!(
+            !current.contains("Deprecated"),
+            "spec.capacity.{new} is the current name: {current:?}"
+        );
+    }
+    let cell_size = spec["properties"]["topology"]["properties"]["cellSize"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    ensure!(
+        cell_size.contains("Deprecated form: a box"),
+        "cellSize doc should name its deprecated form: {cell_size:?}"
+    );
     Ok(())
 }
 
@@ -263,6 +290,49 @@ async fn invalid_worldspecs_are_rejected_naming_the_field() -> anyhow::Result<()
             "spec.topology.maxCellsPerCluster",
         ),
         (
+            "multi-cluster",
+            with(base(), "multiClusterEnabled", json!(true)),
+            "spec.multiClusterEnabled",
+        ),
+        (
+            "cpu-limit-spellings-differ",
+            with(
+                base(),
+                "capacity",
+                json!({"cpuLimit": "1", "cpuLimitPerCell": "2"}),
+            ),
+            "spec.capacity.cpuLimitPerCell",
+        ),
+        (
+            "old-request-above-old-limit",
+            with(
+                base(),
+                "capacity",
+                json!({"memoryLimitPerCell": "1Gi", "memoryRequestPerCell": "2Gi"}),
+            ),
+            "spec.capacity.memoryRequestPerCell",
+        ),
+        (
+            "request-above-default-limit",
+            with(base(), "capacity", json!({"cpuRequest": 2})),
+            "spec.capacity.cpuRequest",
+        ),
+        (
+            "cpu-limit-zero",
+            with(base(), "capacity", json!({"cpuLimit": "0"})),
+            "spec.capacity.cpuLimit",
+        ),
+        (
+            "old-request-negative",
+            with(base(), "capacity", json!({"cpuRequestPerCell": "-1"})),
+            "spec.capacity.cpuRequestPerCell",
+        ),
+        (
+            "retention-zero-days",
+            with(base(), "persistence", json!({"retentionPeriod": "0d"})),
+            "spec.persistence.retentionPeriod",
+        ),
+        (
             "checkpoint-interval-zero",
             with(base(), "persistence", json!({"checkpointInterval": "0s"})),
             "spec.persistence.checkpointInterval",
@@ -347,6 +417,25 @@ async fn invalid_worldspecs_are_rejected_naming_the_field() -> anyhow::Result<()
             "spec.topology.cellSize",
         ),
         (
+            "cell-size-text",
+            with(base(), "topology.cellSize", json!("big")),
+            "spec.topology.cellSize",
+        ),
+        (
+            "cell-size-box-off-the-origin",
+            with(base(), "topology.cellSize", json!({"xMin": 10.0, "xMax": 50.0})),
+            "spec.topology.cellSize.xMin",
+        ),
+        (
+            "cell-size-box-y-min-alone",
+            with(
+                base(),
+                "topology.cellSize",
+                json!({"xMin": 0.0, "xMax": 50.0, "yMin": 0.0}),
+            ),
+            "spec.topology.cellSize",
+        ),
+        (
             "image-empty",
             with(base(), "gameServerImage", json!("")),
             "spec.gameServerImage",
@@ -381,6 +470,313 @@ async fn invalid_worldspecs_are_rejected_naming_the_field() -> anyhow::Result<()
             failures.join("\n")
         );
     }
+    Ok(())
+}
+
+/// A world as the original FleetForge's `config/samples` wrote it (vendored in
+/// fleetforge-crd/tests/fixtures/original), in namespace `ns`.
+fn original_world(file: &str, ns: &str) -> anyhow::Result<DynamicObject> {
+    let path = workspace_root()
+        .join("fleetforge-crd/tests/fixtures/original")
+        .join(file);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut obj: DynamicObject = serde_yaml_ng::from_str(&text)?;
+    obj.metadata.namespace = Some(ns.to_owned());
+    Ok(obj)
+}
+
+#[tokio::test]
+async fn worlds_written_for_the_original_fleetforge_are_accepted_as_written() -> anyhow::Result<()> {
+    let env = env_with_worldspec().await?;
+    let ns = env.create_namespace("original").await?;
+    let api: Api<DynamicObject> = Api::namespaced_with(env.client().await?, &ns, &worldspec_resource());
+
+    // Stored with its own spellings, none pruned.
+    let sample = original_world("worldspec.yaml", &ns)?;
+    api.create(&PostParams::default(), &sample)
+        .await
+        .context("the original's sample world was rejected")?;
+    let stored = api.get(&sample.metadata.name.clone().unwrap_or_default()).await?;
+    let spec = &stored.data["spec"];
+    for (path, want) in [
+        ("/capacity/cpuLimitPerCell", json!("1000m")),
+        ("/capacity/memoryLimitPerCell", json!("2Gi")),
+        ("/capacity/cpuRequestPerCell", json!("500m")),
+        ("/capacity/memoryRequestPerCell", json!("1Gi")),
+        ("/topology/cellSize/xMax", json!(500)),
+        ("/topology/cellSize/yMax", json!(500)),
+        ("/persistence/retentionPeriod", json!("7d")),
+    ] {
+        let got = spec.pointer(path).cloned().unwrap_or(Value::Null);
+        ensure!(
+            got.as_f64()
+                .zip(want.as_f64())
+                .map_or(got == want, |(a, b)| a == b),
+            "spec{path} stored as {got}, expected {want}"
+        );
+    }
+    ensure!(
+        spec["capacity"].get("cpuLimit").is_none(),
+        "no current-name default may appear beside the deprecated one: {}",
+        spec["capacity"]
+    );
+
+    // The large one asks for placement across clusters, which does not exist.
+    let large = original_world("worldspec_large.yaml", &ns)?;
+    match api.create(&PostParams::default(), &large).await {
+        Err(Error::Api(s))
+            if s.code == 422
+                && s.message.contains("spec.multiClusterEnabled")
+                && s.message.contains("not supported yet") => {}
+        other => bail!("multiClusterEnabled: true must be refused, naming the field: {other:?}"),
+    }
+    let mut single = large.clone();
+    single.data["spec"]["multiClusterEnabled"] = json!(false);
+    api.create(&PostParams::default(), &single)
+        .await
+        .context("the original's large world, on one cluster, was rejected")?;
+
+    // Both spellings at once must agree; the refusal names both fields.
+    let mut both = sample.clone();
+    both.metadata.name = Some("both-spellings".into());
+    both.data["spec"]["capacity"]["cpuLimit"] = json!("2");
+    match api.create(&PostParams::default(), &both).await {
+        Err(Error::Api(s))
+            if s.code == 422
+                && s.message.contains("spec.capacity.cpuLimitPerCell")
+                && s.message.contains("spec.capacity.cpuLimit ") => {}
+        other => bail!("differing spellings must be refused naming both: {other:?}"),
+    }
+    both.data["spec"]["capacity"]["cpuLimit"] = json!("1");
+    api.create(&PostParams::default(), &both)
+        .await
+        .context("1 and 1000m are the same limit")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn what_the_api_server_admits_the_conversion_accepts() -> anyhow::Result<()> {
+    // Partial, deprecated and mixed specs on the real API server, each checked
+    // against `to_world`: admitted exactly when it converts, and refused naming
+    // the field the conversion blames. The offline property test covers random
+    // specs; this pins the evaluator it uses to the real one.
+    let env = env_with_worldspec().await?;
+    let ns = env.create_namespace("agree").await?;
+    let api: Api<DynamicObject> = Api::namespaced_with(env.client().await?, &ns, &worldspec_resource());
+    let base = valid_spec;
+    let cases: Vec<(&str, Value, Option<&str>)> = vec![
+        // The world of issue 21: limits below the default requests, no requests.
+        (
+            "limits-only",
+            with(
+                base(),
+                "capacity",
+                json!({"cpuLimit": "250m", "memoryLimit": "256Mi"}),
+            ),
+            None,
+        ),
+        (
+            "old-limits-only",
+            with(
+                base(),
+                "capacity",
+                json!({"cpuLimitPerCell": "250m", "memoryLimitPerCell": 268_435_456}),
+            ),
+            None,
+        ),
+        (
+            "same-values-spelled-twice",
+            with(
+                base(),
+                "capacity",
+                json!({"cpuLimit": 1, "cpuLimitPerCell": "1000m", "memoryRequest": "0.5Gi", "memoryRequestPerCell": "512Mi"}),
+            ),
+            None,
+        ),
+        (
+            "request-equal-to-old-limit",
+            with(
+                base(),
+                "capacity",
+                json!({"cpuLimitPerCell": "2", "cpuRequest": "2000m"}),
+            ),
+            None,
+        ),
+        (
+            "request-above-old-limit",
+            with(
+                base(),
+                "capacity",
+                json!({"cpuLimitPerCell": "250m", "cpuRequest": "500m"}),
+            ),
+            Some("spec.capacity.cpuRequest"),
+        ),
+        (
+            "request-spellings-differ",
+            with(
+                base(),
+                "capacity",
+                json!({"memoryRequest": "128Mi", "memoryRequestPerCell": "256Mi"}),
+            ),
+            Some("spec.capacity.memoryRequestPerCell"),
+        ),
+        (
+            "malformed-old-limit",
+            with(base(), "capacity", json!({"memoryLimitPerCell": "1GB"})),
+            Some("spec.capacity.memoryLimitPerCell"),
+        ),
+        (
+            "cell-size-integer",
+            with(base(), "topology.cellSize", json!(25)),
+            None,
+        ),
+        (
+            "cell-size-box-3d",
+            with(
+                base(),
+                "topology.cellSize",
+                json!({"xMin": -10.0, "xMax": 40.0, "yMin": 0.0, "yMax": 50.0, "zMin": 0.0, "zMax": 5.0}),
+            ),
+            None,
+        ),
+        (
+            "cell-size-box-empty-axis",
+            with(base(), "topology.cellSize", json!({"xMin": 0.0, "xMax": 0.0})),
+            Some("spec.topology.cellSize.xMax"),
+        ),
+        (
+            "retention-in-days",
+            with(
+                base(),
+                "persistence",
+                json!({"retentionPeriod": "30d", "checkpointInterval": "3m"}),
+            ),
+            None,
+        ),
+        (
+            "multi-cluster-false",
+            with(base(), "multiClusterEnabled", json!(false)),
+            None,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, spec, blamed) in &cases {
+        let obj = worldspec(name, spec.clone())?;
+        let admitted = api.create(&PostParams::default(), &obj).await;
+        let offline: fleetforge_crd::WorldSpec = serde_json::from_value(serde_json::to_value(&obj)?)?;
+        let converted = fleetforge_crd::to_world(&offline);
+        match (admitted, blamed) {
+            (Ok(stored), None) => {
+                // The stored object (with the API server's defaults) converts too.
+                let stored: fleetforge_crd::WorldSpec =
+                    serde_json::from_value(serde_json::to_value(&stored)?)?;
+                if let Err(e) = fleetforge_crd::to_world(&stored) {
+                    failures.push(format!(
+                        "{name}: admitted, but the stored object does not convert: {e}"
+                    ));
+                }
+                if let Err(e) = converted {
+                    failures.push(format!("{name}: admitted, but does not convert: {e}"));
+                }
+            }
+            (Err(Error::Api(s)), Some(field)) if s.code == 422 && s.message.contains(field) => {
+                match converted {
+                    Ok(_) => failures.push(format!("{name}: refused ({}), but converts", s.message)),
+                    Err(e) if !e.paths().any(|p| p == *field) => {
+                        failures.push(format!("{name}: refused naming {field}, conversion blames: {e}"));
+                    }
+                    Err(_) => {}
+                }
+            }
+            (outcome, _) => failures.push(format!("{name}: expected {blamed:?}, got {outcome:?}")),
+        }
+    }
+    ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn deprecated_spellings_draw_a_warning_from_the_shipped_policy() -> anyhow::Result<()> {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    use kube::api::{Patch, PatchParams};
+
+    let env = env_with_worldspec().await?;
+    let client = env.client().await?;
+    let ns = env.create_namespace("warn").await?;
+    let path = workspace_crd_dir().join("worldspec-deprecations.yaml");
+    let pp = PatchParams::apply("worldspec-crd-test").force();
+    for value in fleetforge_testenv::yaml::file_documents(&path)? {
+        let name = value["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        match value["kind"].as_str() {
+            Some("ValidatingAdmissionPolicy") => {
+                let policy: ValidatingAdmissionPolicy = serde_json::from_value(value)?;
+                Api::<ValidatingAdmissionPolicy>::all(client.clone())
+                    .patch(&name, &pp, &Patch::Apply(&policy))
+                    .await?;
+            }
+            Some("ValidatingAdmissionPolicyBinding") => {
+                let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(value)?;
+                Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+                    .patch(&name, &pp, &Patch::Apply(&binding))
+                    .await?;
+            }
+            other => bail!("unexpected {other:?} in {}", path.display()),
+        }
+    }
+
+    // A dry-run create, returning the API server's warnings.
+    let warnings = |obj: DynamicObject| {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            let uri = format!("/apis/fleetforge.io/v1/namespaces/{ns}/worldspecs?dryRun=All");
+            let req = http::Request::post(uri)
+                .header("content-type", "application/json")
+                .body(kube::client::Body::from(serde_json::to_vec(&obj)?))?;
+            let resp = client.send(req).await?;
+            ensure!(
+                resp.status().is_success(),
+                "dry-run create failed: {}",
+                resp.status()
+            );
+            Ok::<_, anyhow::Error>(
+                resp.headers()
+                    .get_all("warning")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let sample = original_world("worldspec.yaml", &ns)?;
+    // Admission policies take effect shortly after they are created.
+    let got = eventually(
+        "warnings from the deprecation policy",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let w = warnings(sample.clone()).await?;
+            Ok((!w.is_empty()).then_some(w))
+        },
+    )
+    .await?;
+    for field in [
+        "spec.capacity.cpuLimitPerCell",
+        "spec.capacity.memoryLimitPerCell",
+        "spec.capacity.cpuRequestPerCell",
+        "spec.capacity.memoryRequestPerCell",
+        "spec.topology.cellSize as a box",
+    ] {
+        ensure!(
+            got.iter().any(|w| w.contains(field)),
+            "no warning about {field}: {got:?}"
+        );
+    }
+    let current = worldspec("current", with(valid_spec(), "topology.cellSize", json!(50)))?;
+    let none = warnings(current).await?;
+    ensure!(none.is_empty(), "current spellings drew warnings: {none:?}");
     Ok(())
 }
 

@@ -69,7 +69,7 @@ pub enum DesiredError {
 }
 
 /// The WorldSpec's name, namespace and owner reference, or which one is missing.
-fn owner(ws: &WorldSpec) -> Result<(String, String, OwnerReference), DesiredError> {
+pub fn owner(ws: &WorldSpec) -> Result<(String, String, OwnerReference), DesiredError> {
     // An empty string is as unusable as an absent one.
     let required = |value: &Option<String>, path: &'static str| {
         value
@@ -164,15 +164,17 @@ pub fn desired_pod(
         annotations.insert(ANNOTATION_EPOCH.to_owned(), encode_epoch(epoch));
     }
 
-    let capacity = &ws.spec.capacity;
+    // Resolved from current or deprecated names and defaults exactly as the
+    // world's revision digest was, so the Pod carries what the revision says.
+    let capacity = ws.spec.capacity.resources();
     let resources = ResourceRequirements {
         requests: Some(BTreeMap::from([
-            ("cpu".to_owned(), capacity.cpu_request.clone()),
-            ("memory".to_owned(), capacity.memory_request.clone()),
+            ("cpu".to_owned(), capacity.cpu_request.quantity),
+            ("memory".to_owned(), capacity.memory_request.quantity),
         ])),
         limits: Some(BTreeMap::from([
-            ("cpu".to_owned(), capacity.cpu_limit.clone()),
-            ("memory".to_owned(), capacity.memory_limit.clone()),
+            ("cpu".to_owned(), capacity.cpu_limit.quantity),
+            ("memory".to_owned(), capacity.memory_limit.quantity),
         ])),
         ..ResourceRequirements::default()
     };
