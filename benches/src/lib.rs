@@ -1,18 +1,20 @@
 //! Fixtures for the planner benchmarks: fleets of worlds in a steady state, or
 //! with a share of their cells over the scale-up threshold; and single worlds of
 //! 10 to 10,000 cells (the curve), to measure how the cost of `plan` grows with
-//! the number of cells in one world.
+//! the number of cells in one world. For the gateway's benchmarks and its load
+//! run (`cargo xtask gateway-load`): [`split_layout`], one grown world's cells.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
+use fleetforge_core::cell::MAX_DEPTH;
 use fleetforge_core::partition::initial_partition;
-use fleetforge_core::sim::apply;
+use fleetforge_core::sim::{SplitMix, apply};
 use fleetforge_core::world::MAX_INITIAL_CELLS;
 use fleetforge_core::{
-    Bounds, CellId, CellRef, Health, LoadSample, Observed, ObservedCell, Overrides, Plan, PositionHistogram,
-    Role, ScalingPolicy, Timestamp, TransitionKind, World, plan,
+    Axis, Bounds, CellId, CellRef, Health, LoadSample, Observed, ObservedCell, Overrides, Plan,
+    PositionHistogram, Role, ScalingPolicy, Timestamp, TransitionKind, World, plan,
 };
 
 /// Seconds between the load samples of the fixtures.
@@ -350,6 +352,87 @@ fn spread(len: usize, count: usize) -> Vec<usize> {
     (0..count).map(|k| k * len / count).collect()
 }
 
+/// The cell counts of the gateway benchmarks: one world of each size.
+pub const GATEWAY_CELLS: [u32; 3] = [10, 1_000, 10_000];
+
+/// The seed of every [`split_layout`] the benchmarks and the load run use, so
+/// that they measure the same worlds.
+pub const LAYOUT_SEED: u64 = 0x5eed_ce11;
+
+/// When the roots of a [`split_layout`] were activated (a date in 2023, in
+/// milliseconds, so that epochs look like the operator's).
+pub const LAYOUT_START: Timestamp = Timestamp(1_700_000_000_000);
+
+/// One cell of a [`split_layout`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaidOutCell {
+    /// The cell's id: its root and split path.
+    pub id: CellId,
+    /// Its box.
+    pub bounds: Bounds,
+    /// When it was activated: [`LAYOUT_START`] for a root, one second later per
+    /// split before it for a child (both children of a split at once, as one
+    /// reconcile activates them).
+    pub activated: Timestamp,
+}
+
+/// How many roots a [`split_layout`] of `cells` cells starts from: a quarter
+/// of the cells, at least 1 and at most 64 (a world started small and grew).
+pub fn layout_roots(cells: u32) -> u32 {
+    (cells / 4).clamp(1, 64)
+}
+
+/// `cells` cells tiling `world` (2-D) as the planner lays out a world that has
+/// grown: a grid of [`layout_roots`] roots ([`initial_partition`]), then a cell
+/// picked at random split in two, again and again, until there are `cells`.
+///
+/// Each split cuts the cell's longest axis somewhere between a quarter and
+/// three quarters of the way (the planner cuts where the players are, not at the
+/// middle). Picking cells rather than places at random splits small cells as
+/// often as large ones, so some regions end up far deeper than others, as a
+/// hot spot does. The same `seed` gives the same layout; cells come in id order.
+pub fn split_layout(world: &Bounds, cells: u32, seed: u64) -> Vec<LaidOutCell> {
+    assert!(cells >= 1, "a world has at least one cell");
+    let mut rng = SplitMix::new(seed);
+    let mut leaves: Vec<LaidOutCell> = initial_partition(world, layout_roots(cells))
+        .into_iter()
+        .map(|(id, bounds)| LaidOutCell {
+            id,
+            bounds,
+            activated: LAYOUT_START,
+        })
+        .collect();
+    let mut splits: u64 = 0;
+    while leaves.len() < cells as usize {
+        let k = (rng.next_u64() % leaves.len() as u64) as usize;
+        // Ids deeper than the planner allows do not exist: pick again.
+        if leaves[k].id.depth() >= MAX_DEPTH {
+            continue;
+        }
+        let cell = leaves.swap_remove(k);
+        let axis: Axis = cell.bounds.longest_axis();
+        let at = cell.bounds.min(axis) + cell.bounds.extent(axis) * (0.25 + 0.5 * rng.next_f64());
+        let (lower, upper) = cell
+            .bounds
+            .split(axis, at)
+            .expect("a cut between a quarter and three quarters is inside the cell");
+        splits += 1;
+        let activated = Timestamp(LAYOUT_START.0 + splits * 1_000);
+        leaves.push(LaidOutCell {
+            id: cell.id.child(0),
+            bounds: lower,
+            activated,
+        });
+        leaves.push(LaidOutCell {
+            id: cell.id.child(1),
+            bounds: upper,
+            activated,
+        });
+    }
+    leaves.sort_by(|a, b| a.id.cmp(&b.id));
+    leaves
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,5 +482,36 @@ mod tests {
             Some((Shape::Deep, Activity::Merging))
         );
         assert_eq!(parse_curve_name("deep_merging"), None);
+    }
+
+    #[test]
+    fn split_layouts_tile_the_world_with_unique_ids_and_are_reproducible() {
+        let world = Bounds::rect((0.0, 10_000.0), (0.0, 10_000.0)).expect("valid bounds");
+        for cells in GATEWAY_CELLS {
+            let layout = split_layout(&world, cells, LAYOUT_SEED);
+            assert_eq!(layout.len(), cells as usize);
+            let area: f64 = layout.iter().map(|c| c.bounds.measure()).sum();
+            assert!(
+                (area - world.measure()).abs() <= world.measure() * 1e-9,
+                "{cells}: {area}"
+            );
+            assert!(
+                layout.windows(2).all(|w| w[0].id < w[1].id),
+                "{cells}: ids not unique and sorted"
+            );
+            // Pairwise up to 1,000 cells (the debug build is slow at 10,000); the
+            // area then rules out overlaps hiding a hole of the same size.
+            for (i, a) in layout.iter().enumerate().take(1_000) {
+                for b in &layout[i + 1..layout.len().min(1_000)] {
+                    assert!(
+                        !a.bounds.overlaps(&b.bounds),
+                        "{cells}: {} overlaps {}",
+                        a.id,
+                        b.id
+                    );
+                }
+            }
+            assert_eq!(layout, split_layout(&world, cells, LAYOUT_SEED));
+        }
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! No I/O and no clock here: the caller says what happened and measures time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use fleetforge_core::{CellRef, Timestamp};
@@ -257,7 +257,9 @@ impl Worlds {
                     .as_ref()
                     .is_some_and(|v| v.same_answers(&directory, &publication));
                 if !unchanged {
-                    let before: Vec<&CellRef> = previous
+                    // A set: a world of many cells would make a list quadratic, and
+                    // this runs under the state's write lock.
+                    let before: HashSet<&CellRef> = previous
                         .as_ref()
                         .map(|v| v.directory.authoritative().iter().map(|c| &c.cell).collect())
                         .unwrap_or_default();

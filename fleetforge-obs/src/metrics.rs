@@ -141,6 +141,9 @@ const GATEWAY_REQUEST_BUCKETS: &[f64] = &[
 /// a second; the alert fires when answers trail the cluster by seconds.
 const DIRECTORY_LAG_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
+/// How often histogram samples are folded in when nothing scrapes `/metrics`.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Describes every metric to the installed recorder, so `/metrics` carries help
 /// texts and units.
 pub fn describe() {
@@ -267,5 +270,19 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
         )?
         .install_recorder()?;
     describe();
+    // Histograms keep their samples until drained: by a scrape, or by this upkeep.
+    // Without it a process nobody scrapes grows with every request it answers.
+    let upkeep = handle.clone();
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                upkeep.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the metrics upkeep; histograms are drained by scrapes only");
+    }
     Ok(handle)
 }

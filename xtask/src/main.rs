@@ -5,6 +5,7 @@ mod bench_gate;
 mod crdgen;
 mod demo;
 mod e2e;
+mod gateway_load;
 mod k8s;
 mod load;
 mod modules;
@@ -83,6 +84,20 @@ enum Task {
         #[arg(long)]
         edges: bool,
     },
+    /// The gateway's player API under load, from a release build and with no
+    /// cluster: one world served on one core, locate requests over keep-alive
+    /// connections; prints requests/s, latency percentiles and CPU time.
+    GatewayLoad {
+        /// Cells of the one world served.
+        #[arg(long, default_value_t = 1_000)]
+        cells: u32,
+        /// Keep-alive HTTP/1.1 connections the requests come over.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Seconds measured, after 2 s of warm-up.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Run the planner benchmarks and compare them with the committed baseline.
     BenchGate {
         /// Fewer samples, for CI: enough to catch a regression past the tolerance.
@@ -114,6 +129,18 @@ fn main() -> anyhow::Result<()> {
         Task::Load { worlds, cells } => load::run(&root, worlds, cells),
         Task::Soak { seeds, steps, first } => soak::run(&root, seeds, steps, first),
         Task::Modules { krate, edges } => modules::run(&root, krate.as_deref(), edges),
+        Task::GatewayLoad {
+            cells,
+            connections,
+            seconds,
+        } => gateway_load::run(
+            &root,
+            &gateway_load::Options {
+                cells,
+                connections,
+                seconds,
+            },
+        ),
         Task::BenchGate { short, update } => bench_gate::run_gate(&root, short, update),
     }
 }
