@@ -5,6 +5,11 @@
 //! terminating, start its replacement for the same space, hand every session
 //! over while the old process still answers, and let it go: afterwards every
 //! session sits in exactly one live cell, none lost, none held twice.
+//!
+//! Then the Eviction API, as `kubectl drain` and the cluster autoscaler use it:
+//! the world's PodDisruptionBudget lets one cell go at rest, asks for every
+//! other cell while the first drains, and lets the next go once it is done,
+//! with every session kept throughout.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -19,7 +24,8 @@ use fleetforge_operator::config::cli::Cli;
 use fleetforge_operator::mapping::cell_pod::token_secret_name;
 use fleetforge_testenv::{CellRunner, Options, Profile, TestEnv};
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, EvictParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -222,6 +228,69 @@ async fn a_cell_deleted_by_hand_hands_every_session_over() -> anyhow::Result<()>
         all[&new_ip].len()
     );
     println!("c1 deleted by hand: {PLAYERS} sessions handed from {victim} to {replacement}, none lost");
+
+    // Evictions, one cell at a time.
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+    let budget = fleetforge_operator::mapping::cell_pod::service_name(WORLD);
+    let one_may_go = || {
+        let (budgets, budget) = (budgets.clone(), budget.clone());
+        async move {
+            until("the budget lets one cell go", || async {
+                let pdb = budgets.get_opt(&budget).await?;
+                let allowed = pdb.and_then(|p| p.status).map(|s| s.disruptions_allowed);
+                Ok((allowed == Some(1)).then_some(()))
+            })
+            .await
+        }
+    };
+    let (_, c0_pod, c0_ip, _) = after.iter().find(|c| c.0 == "c0").context("c0")?.clone();
+    http.post(format!("http://{c0_ip}:8080/v1/admin/players"))
+        .bearer_auth(&token)
+        .json(&json!({"add": PLAYERS, "distribution": {"uniform": {}}}))
+        .send()
+        .await?
+        .error_for_status()?;
+    one_may_go().await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    pods.evict(&c0_pod, &EvictParams::default()).await?;
+    // While it drains, the operator holds every other cell of the world: the
+    // budget asks for all of them.
+    until("the budget holds the world while c0 drains", || async {
+        let pdb = budgets.get(&budget).await?;
+        let min = pdb.spec.and_then(|s| s.min_available);
+        Ok((min == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(2))).then_some(()))
+    })
+    .await?;
+    let drained = answering(&["c0", "c1"]).await?;
+    ensure!(
+        drained.iter().all(|c| c.1 != c0_pod),
+        "c0 still runs in its evicted Pod"
+    );
+    one_may_go().await?;
+    let (_, c1_pod, _, _) = drained.iter().find(|c| c.0 == "c1").context("c1")?.clone();
+    pods.evict(&c1_pod, &EvictParams::default()).await?;
+    let settled = answering(&["c0", "c1"]).await?;
+    ensure!(
+        settled.iter().all(|c| c.1 != c1_pod),
+        "c1 still runs in its evicted Pod"
+    );
+    let all = sessions(
+        &http,
+        &token,
+        &settled.iter().map(|c| c.2.clone()).collect::<Vec<_>>(),
+    )
+    .await?;
+    let mut ids: Vec<&str> = all.values().flatten().map(|s| s.id.as_str()).collect();
+    let total = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    ensure!(
+        ids.len() == total && total == 2 * PLAYERS as usize,
+        "after two evictions: {total} sessions ({} distinct); {} expected",
+        ids.len(),
+        2 * PLAYERS
+    );
+    println!("two evictions through the Eviction API, one at a time: {total} sessions kept");
 
     let _ = stop.send(());
     operator.await??;

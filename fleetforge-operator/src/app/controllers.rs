@@ -10,6 +10,7 @@ use fleetforge_crd::keys::managed_selector;
 use futures::future::join_all;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::controller::Config;
 use kube::runtime::events::{Recorder, Reporter};
@@ -72,6 +73,14 @@ fn slim<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
 }
 
+/// The caches of one watched namespace: worlds, cell Pods, Services, budgets.
+type Stores = (
+    Store<WorldSpec>,
+    Store<Pod>,
+    Store<Service>,
+    Store<PodDisruptionBudget>,
+);
+
 /// Waits until a store has its initial list; `false` when its writer went away.
 ///
 /// The store's readiness is a one-shot channel that wakes only the waiter that
@@ -106,7 +115,7 @@ pub async fn run_controllers(
             instance: Some(settings.identity.instance.clone()),
         },
     );
-    let mut stores: Vec<(Store<WorldSpec>, Store<Pod>, Store<Service>)> = Vec::new();
+    let mut stores: Vec<Stores> = Vec::new();
     let mut controllers = Vec::new();
     // Load samplers and the key watch: stopped once the controllers are.
     let mut background = Vec::new();
@@ -135,12 +144,20 @@ pub async fn run_controllers(
             .inspect_ok(move |pod| q.owner_woken(pod));
         let (services, svc_writer) = reflector::store::<Service>();
         let q = queue.clone();
-        let svc_stream = watcher(api_for::<Service>(&client, ns), children)
+        let svc_stream = watcher(api_for::<Service>(&client, ns), children.clone())
             .default_backoff()
             .modify(slim)
             .reflect(svc_writer)
             .touched_objects()
             .inspect_ok(move |svc| q.owner_woken(svc));
+        let (budgets, budget_writer) = reflector::store::<PodDisruptionBudget>();
+        let q = queue.clone();
+        let budget_stream = watcher(api_for::<PodDisruptionBudget>(&client, ns), children)
+            .default_backoff()
+            .modify(slim)
+            .reflect(budget_writer)
+            .touched_objects()
+            .inspect_ok(move |pdb| q.owner_woken(pdb));
         let (worlds, world_writer) = reflector::store::<WorldSpec>();
         let q = queue.clone();
         let world_stream = watcher(
@@ -158,6 +175,7 @@ pub async fn run_controllers(
                 recorder: recorder.clone(),
                 pods: pods.clone(),
                 services: services.clone(),
+                budgets: budgets.clone(),
             },
             books: Books {
                 backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300)),
@@ -182,6 +200,7 @@ pub async fn run_controllers(
         let controller = Controller::for_stream(world_stream, worlds)
             .owns_stream(pod_stream)
             .owns_stream(svc_stream)
+            .owns_stream(budget_stream)
             .reconcile_on(woken)
             .with_config(Config::default().concurrency(settings.concurrency))
             .graceful_shutdown_on(async move {
@@ -200,7 +219,7 @@ pub async fn run_controllers(
             };
             background.push(tokio::spawn(sampler.run(stop.clone())));
         }
-        stores.push((controller.store(), pods, services));
+        stores.push((controller.store(), pods, services, budgets));
         let scope = ns.unwrap_or("*").to_owned();
         controllers.push(
             controller
@@ -218,10 +237,11 @@ pub async fn run_controllers(
     }
 
     tokio::spawn(async move {
-        for (worlds, pods, services) in stores {
+        for (worlds, pods, services, budgets) in stores {
             let synced = synced(|| worlds.wait_until_ready()).await
                 && synced(|| pods.wait_until_ready()).await
-                && synced(|| services.wait_until_ready()).await;
+                && synced(|| services.wait_until_ready()).await
+                && synced(|| budgets.wait_until_ready()).await;
             if !synced {
                 warn!("a cache was dropped before it synced");
                 return;

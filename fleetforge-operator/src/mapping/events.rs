@@ -23,6 +23,9 @@ pub const CELL_RETIRED: &str = "CellRetired";
 pub const CELL_REPLACED: &str = "CellReplaced";
 /// A cell is being replaced by one of the world's new revision.
 pub const CELL_ROLLED_OUT: &str = "CellRolledOut";
+/// A cell being shut down by someone else (an eviction, a node drain, a Pod
+/// deleted by hand) is being drained into its replacement, sessions handed over.
+pub const CELL_DRAINED: &str = "CellDrained";
 /// A split, merge, replacement or repartition was undone: its new cells never
 /// became ready in time.
 pub const TRANSITION_ROLLED_BACK: &str = "TransitionRolledBack";
@@ -63,9 +66,8 @@ pub fn started_reason(transition: &Transition) -> &'static str {
         TransitionKind::Split => CELL_SPLIT,
         TransitionKind::Merge => CELL_MERGED,
         TransitionKind::Replace | TransitionKind::Fill => CELL_REPLACED,
-        // A drain takes a roll-out's steps; its own reason comes with the
-        // operator's side of issue 17.
-        TransitionKind::Rollout | TransitionKind::Drain => CELL_ROLLED_OUT,
+        TransitionKind::Rollout => CELL_ROLLED_OUT,
+        TransitionKind::Drain => CELL_DRAINED,
         TransitionKind::RollBack => match transition.undoes {
             Some(TransitionKind::Split) => SPLIT_ROLLED_BACK,
             Some(TransitionKind::Merge) => MERGE_ROLLED_BACK,

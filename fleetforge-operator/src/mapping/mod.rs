@@ -4,6 +4,8 @@
 //!
 //! - [`cell_pod`]: the cell Pod, the world's headless Service and token Secret,
 //!   exactly as the operator server-side-applies them.
+//! - [`budget`]: the world's PodDisruptionBudget, one cell at a time and only
+//!   at rest.
 //! - [`observe`]: cell Pods read back as the core's observed cells, so the layout
 //!   is rebuilt from the cluster after any restart.
 //! - [`status`]: the `WorldSpec` status (phase, counts, cell summary, history and
@@ -11,6 +13,7 @@
 //! - [`overrides`], [`diff`], [`events`]: manual override bookkeeping, "is this
 //!   write needed", and the Event reasons.
 
+pub mod budget;
 pub mod cell_pod;
 pub mod diff;
 pub mod events;

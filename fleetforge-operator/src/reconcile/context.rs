@@ -7,6 +7,7 @@ use std::time::Duration;
 use fleetforge_core::pacing::Pacing;
 use fleetforge_crd::WorldSpec;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -48,6 +49,8 @@ pub struct Kube {
     pub pods: Store<Pod>,
     /// The worlds' headless Services.
     pub services: Store<Service>,
+    /// The worlds' PodDisruptionBudgets.
+    pub budgets: Store<PodDisruptionBudget>,
 }
 
 /// Bookkeeping that outlives one reconcile of a world.

@@ -141,6 +141,7 @@ mod tests {
     fn context(client: Client) -> Arc<Context> {
         let (pods, _) = reflector::store::<Pod>();
         let (services, _) = reflector::store::<Service>();
+        let (budgets, _) = reflector::store::<k8s_openapi::api::policy::v1::PodDisruptionBudget>();
         Arc::new(Context {
             kube: Kube {
                 recorder: Recorder::new(
@@ -153,6 +154,7 @@ mod tests {
                 client,
                 pods,
                 services,
+                budgets,
             },
             books: Books {
                 backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),

@@ -23,7 +23,7 @@ use crate::reconcile::context::{CACHE_WAIT, Context};
 use crate::reconcile::executor::Executor;
 use crate::reconcile::report;
 use crate::reconcile::writes::{
-    apply_service_and_token, apply_status, settle_overrides, settle_restore_layout,
+    apply_budget, apply_service_and_token, apply_status, settle_overrides, settle_restore_layout,
 };
 use crate::runtime::error::Error;
 use crate::runtime::expectations::{CachedPod, Expected};
@@ -154,6 +154,7 @@ async fn plan_and_apply(
     debug!(transitions = plan.transitions.len(), phase = %plan.summary.phase, "planned");
 
     apply_service_and_token(ctx, ws).await?;
+    apply_budget(ctx, ws, pods).await?;
     let progress = Executor::new(ctx, ws, &world, &observed, pods, now, expected)
         .run(&plan)
         .instrument(info_span!("apply", transitions = plan.transitions.len()))

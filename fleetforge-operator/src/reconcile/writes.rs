@@ -1,5 +1,5 @@
 //! The reconcile's writes besides cell Pods: the world's token Secret and
-//! headless Service, its status, and the annotation patches that settle override
+//! headless Service, its PodDisruptionBudget, its status, and the annotation patches that settle override
 //! requests and a restore layout. Each writes only when the cluster differs.
 
 use fleetforge_core::plan::{OverrideRequest, OverrideResult, Plan};
@@ -9,7 +9,8 @@ use fleetforge_crd::keys::{
     annotation_pointer,
 };
 use fleetforge_crd::{WorldSpec, WorldSpecStatus};
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -17,6 +18,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use tracing::info;
 
+use crate::mapping::budget::desired_budget;
 use crate::mapping::cell_pod::{desired_service, desired_token_secret, token_secret_name};
 use crate::mapping::diff::covers;
 use crate::mapping::events::{self, event};
@@ -26,6 +28,32 @@ use crate::reconcile::context::Context;
 use crate::reconcile::report;
 use crate::runtime::error::Error;
 use crate::runtime::expectations::Expected;
+
+/// Applies the world's PodDisruptionBudget when the cached one differs from what
+/// its cell Pods call for ([`desired_budget`]): one cell at a time, at rest only.
+pub async fn apply_budget(ctx: &Context, ws: &WorldSpec, pods: &[Pod]) -> Result<(), Error> {
+    let desired = desired_budget(ws, pods)?;
+    let namespace = desired.metadata.namespace.clone().unwrap_or_default();
+    let name = desired.metadata.name.clone().unwrap_or_default();
+    let live = ctx.kube.budgets.get(&ObjectRef::new(&name).within(&namespace));
+    if let Some(live) = live
+        && let (Ok(l), Ok(d)) = (serde_json::to_value(&*live), serde_json::to_value(&desired))
+        && covers(&l, &d)
+    {
+        return Ok(());
+    }
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(ctx.kube.client.clone(), &namespace);
+    budgets
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+        .map_err(|e| Error::api("apply", format!("poddisruptionbudget {namespace}/{name}"), e))?;
+    info!(budget = %name, min_available = ?desired.spec.and_then(|s| s.min_available), "applied the world's PodDisruptionBudget");
+    Ok(())
+}
 
 /// Applies the world's token Secret and headless Service when the Service is
 /// missing or differs. The Service carries the fingerprint of the tokens, so a
