@@ -13,6 +13,7 @@
 
 pub mod answers;
 pub mod routes;
+pub mod shared;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::http::answers::Failure;
+use crate::http::shared::Api;
 use crate::state::State;
 
 /// The largest request body accepted: the API takes none.
@@ -88,17 +90,6 @@ pub enum LimitsError {
     /// The burst is zero.
     #[error("--rate-burst must be at least 1")]
     Burst,
-}
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct Api {
-    /// The worlds.
-    pub state: Arc<State>,
-    /// One permit per topology stream that may be open.
-    pub streams: Arc<Semaphore>,
-    /// Keep-alive interval of streams.
-    pub keep_alive: Duration,
 }
 
 /// The API's routes and layers, serving `state` within `limits`. Serve it with

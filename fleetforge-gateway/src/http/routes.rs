@@ -15,8 +15,8 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use crate::cluster::WorldKey;
 use crate::directory::LocateError;
-use crate::http::Api;
 use crate::http::answers::{self, Failure};
+use crate::http::shared::Api;
 use crate::query::{QueryError, parse_locate};
 use crate::worlds::{Channel, WorldView};
 
