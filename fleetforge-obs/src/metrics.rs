@@ -77,6 +77,17 @@ pub const GATEWAY_DIRECTORY_LAG: &str = "fleetforge_gateway_directory_lag_second
 /// `worldspec`): they are left out of the directory, never guessed at.
 pub const GATEWAY_UNREADABLE: &str = "fleetforge_gateway_unreadable_objects_total";
 
+/// The metrics only the gateway exports (a part of [`ALL`]): the operator's
+/// process never has them.
+pub const GATEWAY: &[&str] = &[
+    GATEWAY_REQUESTS,
+    GATEWAY_REQUEST_DURATION,
+    GATEWAY_WORLDS,
+    GATEWAY_CELLS,
+    GATEWAY_DIRECTORY_LAG,
+    GATEWAY_UNREADABLE,
+];
+
 /// Every metric FleetForge exports (the operator and the gateway), by its base name (a histogram also exports
 /// `_bucket`, `_sum` and `_count` series). Dashboards and alert rules may use only
 /// these; a test holds them to it.
