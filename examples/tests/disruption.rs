@@ -87,6 +87,16 @@ async fn sessions(
     Ok(out)
 }
 
+/// How many sessions the cells hold in all, and how many distinct ids: the two
+/// differ when a session is held twice.
+fn counts(by_cell: &BTreeMap<String, Vec<Session>>) -> (usize, usize) {
+    let mut ids: Vec<&str> = by_cell.values().flatten().map(|s| s.id.as_str()).collect();
+    let total = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    (total, ids.len())
+}
+
 #[tokio::test]
 async fn a_cell_deleted_by_hand_hands_every_session_over() -> anyhow::Result<()> {
     let env = TestEnv::start_with(Options::new(Profile::Cluster).nodes(2).graceful_deletion(true)).await?;
@@ -213,15 +223,8 @@ async fn a_cell_deleted_by_hand_hands_every_session_over() -> anyhow::Result<()>
         &after.iter().map(|c| c.2.clone()).collect::<Vec<_>>(),
     )
     .await?;
-    let mut ids: Vec<&str> = all.values().flatten().map(|s| s.id.as_str()).collect();
-    let total = ids.len();
-    ids.sort_unstable();
-    ids.dedup();
-    ensure!(
-        ids.len() == total,
-        "{} sessions are held twice",
-        total - ids.len()
-    );
+    let (total, distinct) = counts(&all);
+    ensure!(distinct == total, "{} sessions are held twice", total - distinct);
     ensure!(
         all[&new_ip].len() == PLAYERS as usize && total == PLAYERS as usize,
         "after the deletion: {} sessions in the replacement {replacement}, {total} in all; {PLAYERS} expected",
@@ -280,14 +283,11 @@ async fn a_cell_deleted_by_hand_hands_every_session_over() -> anyhow::Result<()>
         &settled.iter().map(|c| c.2.clone()).collect::<Vec<_>>(),
     )
     .await?;
-    let mut ids: Vec<&str> = all.values().flatten().map(|s| s.id.as_str()).collect();
-    let total = ids.len();
-    ids.sort_unstable();
-    ids.dedup();
+    let (total, distinct) = counts(&all);
     ensure!(
-        ids.len() == total && total == 2 * PLAYERS as usize,
+        distinct == total && total == 2 * PLAYERS as usize,
         "after two evictions: {total} sessions ({} distinct); {} expected",
-        ids.len(),
+        distinct,
         2 * PLAYERS
     );
     println!("two evictions through the Eviction API, one at a time: {total} sessions kept");
